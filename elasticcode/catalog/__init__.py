@@ -1,0 +1,6 @@
+"""Operations on the network objects of the model database, shared by the CLI, API and magics."""
+
+from .kinds import ADDABLE, BY_PLURAL, KINDS, Field, Kind
+from .ops import add, delete, find, kind_of, rename, rows, update
+
+__all__ = ["ADDABLE", "BY_PLURAL", "KINDS", "Field", "Kind", "add", "delete", "find", "kind_of", "rename", "rows", "update"]

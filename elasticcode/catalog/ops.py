@@ -1,0 +1,290 @@
+"""Add, update, delete, find and list network objects, with integrity checked before writing.
+
+Every function works inside the caller's session (one transaction): a failed check raises
+ElasticCodeError and the caller's rollback leaves nothing partial behind.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from ..db import model as m
+from ..errors import AlreadyExists, ElasticCodeError, NotFound
+from . import rights
+from .kinds import KINDS, Kind
+from .repos import check_gitrepo
+
+DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def kind_of(name: str) -> Kind:
+    kind = KINDS.get(name) or next((k for k in KINDS.values() if k.plural == name), None)
+    if kind is None:
+        raise ElasticCodeError(f"unknown object kind {name!r}: use one of {', '.join(KINDS)}")
+    return kind
+
+
+def find(session: Session, kind: Kind | str, name: str, *, lock: bool = False) -> Any:
+    """The object of that kind and name; the caller's own row wins over another owner's."""
+    kind = kind_of(kind) if isinstance(kind, str) else kind
+    model = kind.model
+    query = (
+        select(model)
+        .where(model.name == name)
+        .order_by((model.owner == func.current_user()).desc())
+        .limit(1)
+    )
+    if lock:
+        query = query.with_for_update()
+    obj = session.execute(query).scalar()
+    if obj is None:
+        raise NotFound(f"{kind.name} {name!r} does not exist: list them with `flow ls {kind.plural}`")
+    return obj
+
+
+def _exists(session: Session, kind: Kind, name: str) -> bool:
+    model = kind.model
+    return session.execute(
+        select(model.id).where(model.name == name, model.owner == func.current_user())
+    ).first() is not None
+
+
+def _identifier(value: str, what: str) -> str:
+    if not value or not value.isidentifier() or keyword.iskeyword(value):
+        raise ElasticCodeError(f"{what} {value!r} is not a Python identifier: give the function's plain name")
+    return value
+
+
+def _positive(value: int | None, what: str) -> None:
+    if value is not None and value < 1:
+        raise ElasticCodeError(f"{what} must be at least 1, got {value}")
+
+
+# -- per-kind preparation: turn CLI/API values into model attributes -------------------------
+
+
+def _prepare_processor(session: Session, values: dict, settings_repos: tuple[str, ...], obj: Any) -> dict:
+    if "gitrepo" in values:
+        values["gitrepo"] = check_gitrepo(values["gitrepo"], settings_repos)
+    if "module" in values and not DOTTED.match(values["module"] or ""):
+        raise ElasticCodeError(f"module {values['module']!r} is not a dotted Python module path: e.g. pkg.module")
+    _positive(values.get("concurrency"), "concurrency")
+    if "commit" in values and values["commit"] is not None and not re.fullmatch(r"[0-9a-fA-F]{4,64}", values["commit"]):
+        raise ElasticCodeError(f"commit {values['commit']!r} is not a git commit id: give a hex sha (use --tag for tags)")
+    return values
+
+
+def _queue(session: Session, name: str, create: bool) -> m.Queue:
+    try:
+        return find(session, KINDS["queue"], name)
+    except NotFound:
+        if not create:
+            raise
+        rights.require(session, "ADD_QUEUE")
+        queue = m.Queue(name=name)
+        session.add(queue)
+        session.flush()
+        return queue
+
+
+def _prepare_socket(session: Session, values: dict, _repos: tuple[str, ...], obj: Any) -> dict:
+    processor = find(session, KINDS["processor"], values.pop("processor")) if "processor" in values else (obj and obj.processor)
+    if "queue" in values:
+        values["queue_id"] = _queue(session, values.pop("queue"), create=True).id
+    if "function" in values:
+        function = _identifier(values.pop("function"), "function")
+        task_name = f"{processor.name}.{function}"
+        task = session.execute(
+            select(m.Task).where(m.Task.name == task_name, m.Task.owner == func.current_user())
+        ).scalar()
+        if task is None:
+            task = m.Task(name=task_name, module=processor.module, function=function, processor_id=processor.id)
+            session.add(task)
+            session.flush()
+        values["task_id"] = task.id
+    if processor is not None:
+        values["processor_id"] = processor.id
+    _positive(values.get("interval"), "interval")
+    return values
+
+
+def _reachable(session: Session, start: str, goal: str, ignore: str | None) -> bool:
+    """Is `goal` reachable from `start` along existing plugs (ignoring plug `ignore`)?"""
+    edges: dict[str, list[str]] = {}
+    for plug_id, source, target in session.execute(select(m.Plug.id, m.Plug.source_id, m.Plug.target_id)):
+        if plug_id != ignore:
+            edges.setdefault(source, []).append(target)
+    seen, todo = set(), [start]
+    while todo:
+        node = todo.pop()
+        if node == goal:
+            return True
+        if node not in seen:
+            seen.add(node)
+            todo.extend(edges.get(node, ()))
+    return False
+
+
+def _prepare_plug(session: Session, values: dict, _repos: tuple[str, ...], obj: Any) -> dict:
+    source = find(session, KINDS["socket"], values.pop("source")) if "source" in values else (obj and obj.source)
+    target = find(session, KINDS["socket"], values.pop("target")) if "target" in values else (obj and obj.target)
+    if "queue" in values:
+        queue = values.pop("queue")
+        values["queue_id"] = _queue(session, queue, create=True).id if queue else None
+    if values.get("argument"):
+        _identifier(values["argument"], "argument")
+    if source.id == target.id:
+        raise ElasticCodeError(f"plug would connect socket {source.name!r} to itself: plugs may not form cycles")
+    # Serialise topology changes so two concurrent adds cannot close a cycle together.
+    session.execute(text("SELECT pg_advisory_xact_lock(7312002)"))
+    if _reachable(session, target.id, source.id, obj.id if obj is not None else None):
+        raise ElasticCodeError(
+            f"plug from {source.name!r} to {target.name!r} would make a cycle ({target.name!r} already leads to {source.name!r}): "
+            "remove a plug of that path first"
+        )
+    values["source_id"], values["target_id"] = source.id, target.id
+    return values
+
+
+def _prepare_node(session: Session, values: dict, _repos: tuple[str, ...], obj: Any) -> dict:
+    if obj is None and not values.get("hostname"):
+        values["hostname"] = values["name"]
+    if "scheduler" in values:
+        scheduler = values.pop("scheduler")
+        values["scheduler_id"] = find(session, KINDS["scheduler"], scheduler).id if scheduler else None
+    return values
+
+
+def _prepare_agent(session: Session, values: dict, _repos: tuple[str, ...], obj: Any) -> dict:
+    node_name = values.pop("node", None) or (None if obj is not None else values["name"])
+    if node_name:
+        node = find(session, KINDS["node"], node_name)
+        values["node_id"] = node.id
+        if not values.get("hostname"):
+            values["hostname"] = node.hostname
+    return values
+
+
+PREPARE = {
+    "processor": _prepare_processor,
+    "socket": _prepare_socket,
+    "plug": _prepare_plug,
+    "node": _prepare_node,
+    "agent": _prepare_agent,
+}
+# Kinds whose add/update need role administration (see catalog.users).
+ADMIN_KINDS = ("user", "privilege")
+
+
+def _clean(kind: Kind, values: dict[str, Any]) -> dict[str, Any]:
+    known = {f.attr for f in kind.fields}
+    unknown = set(values) - known
+    if unknown:
+        raise ElasticCodeError(f"{kind.name} has no option {sorted(unknown)[0]!r}: see `flow add {kind.name} --help`")
+    return dict(values)
+
+
+def _flush(session: Session, kind: Kind, name: str) -> None:
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        if "unique" in str(exc.orig).lower() or "duplicate" in str(exc.orig).lower():
+            raise AlreadyExists(f"{kind.name} {name!r} already exists: choose another name or `flow update {kind.name}`") from None
+        detail = str(exc.orig).strip().splitlines()[0]
+        raise ElasticCodeError(f"{kind.name} {name!r} breaks an integrity rule ({detail})") from None
+
+
+def add(session: Session, kind_name: str, values: dict[str, Any], repos: tuple[str, ...] = ()) -> Any:
+    """Create one object; raises before writing anything if a reference or rule is broken."""
+    kind = kind_of(kind_name)
+    if kind.name in ADMIN_KINDS or kind.name == "worker":
+        raise ElasticCodeError(f"{kind.name}s are not added here: use `flow add {kind.name}`")
+    values = _clean(kind, values)
+    for f in kind.fields:
+        if f.required and values.get(f.attr) in (None, ""):
+            raise ElasticCodeError(f"{kind.name} needs {f.flags[-1] if f.flags[-1].startswith('--') else f.flags[0]}: see `flow add {kind.name} --help`")
+        if values.get(f.attr) is None and f.default is not None:
+            values[f.attr] = f.default
+    rights.require(session, f"ADD_{kind.right}")
+    name = values["name"]
+    if _exists(session, kind, name):
+        raise AlreadyExists(f"{kind.name} {name!r} already exists: choose another name or `flow update {kind.name} -n {name}`")
+    values = {k: v for k, v in values.items() if v is not None}
+    prepare = PREPARE.get(kind.name)
+    if prepare:
+        values = prepare(session, values, repos, None)
+    obj = kind.model(**values)
+    session.add(obj)
+    _flush(session, kind, name)
+    return obj
+
+
+def update(session: Session, kind_name: str, name: str, values: dict[str, Any], repos: tuple[str, ...] = ()) -> Any:
+    """Change the given fields of one object (None means: leave as is)."""
+    kind = kind_of(kind_name)
+    values = {k: v for k, v in _clean(kind, values).items() if v is not None and k != "name"}
+    rights.require(session, f"UPDATE_{kind.right}")
+    obj = find(session, kind, name, lock=True)
+    if not values:
+        raise ElasticCodeError(f"nothing to update for {kind.name} {name!r}: give at least one option (see --help)")
+    prepare = PREPARE.get(kind.name)
+    if prepare:
+        values = prepare(session, values, repos, obj)
+    for attr, value in values.items():
+        setattr(obj, attr, value)
+    _flush(session, kind, name)
+    return obj
+
+
+def rename(session: Session, kind_name: str, name: str, new_name: str) -> Any:
+    kind = kind_of(kind_name)
+    rights.require(session, f"UPDATE_{kind.right}")
+    obj = find(session, kind, name, lock=True)
+    obj.name = new_name
+    _flush(session, kind, new_name)
+    return obj
+
+
+def delete(session: Session, kind_name: str, name: str) -> None:
+    kind = kind_of(kind_name)
+    rights.require(session, f"DELETE_{kind.right}")
+    obj = find(session, kind, name, lock=True)
+    if kind.name == "queue":
+        users = session.execute(select(m.Socket.name).where(m.Socket.queue_id == obj.id).limit(3)).scalars().all()
+        if users:
+            raise ElasticCodeError(f"queue {name!r} is used by socket {users[0]!r}: delete or move its sockets first")
+    session.delete(obj)
+    _flush(session, kind, name)
+
+
+# -- listing ---------------------------------------------------------------------------------
+
+
+def _display(obj: Any, column: str) -> Any:
+    if isinstance(obj, m.Socket) and column in ("processor", "queue"):
+        return getattr(obj, column).name
+    if isinstance(obj, m.Socket) and column == "function":
+        return obj.task.function
+    if isinstance(obj, m.Plug) and column in ("source", "target"):
+        return getattr(obj, column).name
+    if isinstance(obj, m.Privilege) and column == "name":
+        return obj.right
+    return getattr(obj, column, None)
+
+
+def rows(session: Session, kind_name: str, name: str | None = None) -> list[dict[str, Any]]:
+    """The listing `flow ls KIND` shows, as plain dicts (one per object, ordered by name)."""
+    kind = kind_of(kind_name)
+    rights.require(session, f"LS_{kind.right}S" if f"LS_{kind.right}S" in m.RIGHTS else f"READ_{kind.right}")
+    query = select(kind.model).order_by(kind.model.name)
+    if name:
+        query = query.where(kind.model.name == name)
+    objects = session.execute(query).scalars().all()
+    columns = ("id",) + kind.columns
+    return [{c: _display(obj, c) for c in columns} for obj in objects]

@@ -1,0 +1,69 @@
+"""`flow up | down | status`: the embedded local stack (PostgreSQL, Redis, later an agent)."""
+
+from __future__ import annotations
+
+import getpass
+
+import click
+
+from .. import config, embedded
+from ..db import schema
+from ..db.engine import dispose_all
+from ..errors import ElasticCodeError
+from ..security import redact_url
+from .context import FlowContext, emit, pass_flow, say
+
+
+def start_local_agent(ctx: FlowContext) -> None:
+    """Hook for the runtime: `flow up` will start this node's agent here."""
+
+
+@click.command()
+@pass_flow
+def up(ctx: FlowContext) -> None:
+    """Bring up the local stack (PostgreSQL, Redis) and point the configuration at it"""
+    home = ctx.settings.home
+    urls = embedded.up(home, progress=click.echo)
+    schema.init(urls.admin_db, click.echo)
+    schema.enrol(urls.admin_db, urls.app_role, email=f"{getpass.getuser()}@localhost")
+    config.save(ctx.settings.ini_path, db=urls.db, admin_db=urls.admin_db, broker=urls.broker, backend=urls.backend)
+    ctx.settings = config.with_overrides(ctx.settings, db=urls.db, admin_db=urls.admin_db, broker=urls.broker, backend=urls.backend)
+    start_local_agent(ctx)
+    say(ctx, f"stack is up; configuration written to {ctx.settings.ini_path}",
+        db=redact_url(urls.db), broker=redact_url(urls.broker), backend=redact_url(urls.backend), ini=str(ctx.settings.ini_path))
+    if not ctx.as_json:
+        click.echo(f"  database: {redact_url(urls.db)}")
+        click.echo(f"  broker:   {redact_url(urls.broker)}")
+        click.echo(f"  backend:  {redact_url(urls.backend)}")
+
+
+@click.command()
+@pass_flow
+def down(ctx: FlowContext) -> None:
+    """Stop the local stack; all data is kept for the next `flow up`"""
+    dispose_all()
+    stopped = embedded.down(ctx.settings.home, progress=click.echo)
+    say(ctx, "stack is down (data kept)" if stopped else "stack was not running", stopped=stopped)
+
+
+@click.command()
+@pass_flow
+def status(ctx: FlowContext) -> list[dict]:
+    """Show the local stack's services and the configured URLs"""
+    rows = [
+        {"service": s.name, "running": s.running, "pid": s.pid, "address": s.address, "detail": s.detail}
+        for s in embedded.status(ctx.settings.home)
+    ]
+    emit(ctx, rows, "Local stack")
+    if not ctx.as_json:
+        s = ctx.settings
+        click.echo(f"configuration: {s.ini_path}{'' if s.ini_path.exists() else ' (not created yet)'}")
+        click.echo(f"  database: {redact_url(s.db) or '-'}")
+        click.echo(f"  broker:   {redact_url(s.broker) or '-'}")
+        click.echo(f"  backend:  {redact_url(s.backend) or '-'}")
+        if s.db:
+            try:
+                click.echo(f"  schema revision: {schema.current_revision(s.db) or 'none (run `flow db init`)'}")
+            except ElasticCodeError as exc:
+                click.echo(f"  database unreachable: {exc}")
+    return rows

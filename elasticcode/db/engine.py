@@ -1,0 +1,71 @@
+"""Engines and sessions for the model database, with connection failures turned into one clear line."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import ElasticCodeError, ServiceUnavailable
+from ..security import redact_url
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def get_engine(url: str) -> Engine:
+    """One pooled engine per URL per process (workers and agents reuse it)."""
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            if not url.startswith(("postgresql://", "postgresql+psycopg2://", "postgres://")):
+                raise ElasticCodeError(
+                    f"database URL {redact_url(url)!r} is not PostgreSQL: use postgresql+psycopg2://user@host:port/db"
+                )
+            url = url.replace("postgres://", "postgresql+psycopg2://", 1)
+            engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+            _engines[url] = engine
+        return engine
+
+
+def dispose_all() -> None:
+    """Close pooled connections (after fork, or before dropping a database)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def explain_operational_error(url: str, exc: Exception) -> ServiceUnavailable:
+    """Turn a driver error into the one line a user needs."""
+    detail = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+    return ServiceUnavailable(
+        f"cannot reach the model database at {redact_url(url)} ({detail}): start it with `flow up` or check `flow --config`"
+    )
+
+
+@contextlib.contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """A transaction: committed on success, rolled back (nothing partial written) on any error."""
+    engine = get_engine(url)
+    factory = sessionmaker(engine, expire_on_commit=False)
+    try:
+        with factory.begin() as session:
+            yield session
+    except OperationalError as exc:
+        raise explain_operational_error(url, exc) from None
+    except ProgrammingError as exc:
+        if "does not exist" in str(exc.orig) and "relation" in str(exc.orig):
+            raise ElasticCodeError("the model database has no ElasticCode tables: run `flow db init`") from None
+        if "permission denied" in str(exc.orig):
+            raise ElasticCodeError(
+                f"permission denied in the model database ({str(exc.orig).strip().splitlines()[0]}): ask an admin for the right"
+            ) from None
+        raise
+
+
+__all__ = ["get_engine", "session_scope", "dispose_all", "explain_operational_error"]

@@ -1,0 +1,152 @@
+"""Shared fixtures: real services, one private database per test run.
+
+PostgreSQL: the machine's server at 127.0.0.1:5432 when it answers (trust auth, as on the
+test machines), in a database of our own made for this run and dropped after it; otherwise
+an embedded stack started in a temporary home. Set ELASTICCODE_TEST_EMBEDDED=1 to force the
+embedded stack.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+from click.testing import CliRunner
+from psycopg2 import sql
+
+from elasticcode.db import schema
+from elasticcode.db.engine import dispose_all
+
+SYSTEM_PG = os.environ.get("ELASTICCODE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _sqlalchemy(url: str) -> str:
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory) -> Iterator[str]:
+    """A libpq URL of a superuser connection to a server we may create databases on."""
+    if not os.environ.get("ELASTICCODE_TEST_EMBEDDED") and _answers("127.0.0.1", 5432):
+        try:
+            psycopg2.connect(SYSTEM_PG, connect_timeout=3).close()
+            yield SYSTEM_PG
+            return
+        except psycopg2.OperationalError:
+            pass
+    from elasticcode import embedded
+
+    home = tmp_path_factory.mktemp("pghome")
+    urls = embedded.up(home)
+    try:
+        yield urls.admin_db.replace("postgresql+psycopg2://", "postgresql://", 1)
+    finally:
+        dispose_all()
+        embedded.down(home)
+
+
+@pytest.fixture(scope="session")
+def admin_url(pg_server: str) -> Iterator[str]:
+    """SQLAlchemy URL of a fresh database, schema initialised, dropped at the end of the run."""
+    name = f"ec_test_{uuid.uuid4().hex[:10]}"
+    conn = psycopg2.connect(pg_server)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    base, _, query = pg_server.partition("?")
+    url = _sqlalchemy(base.rsplit("/", 1)[0] + "/" + name + (f"?{query}" if query else ""))
+    schema.init(url)
+    try:
+        yield url
+    finally:
+        dispose_all()
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.close()
+
+
+@pytest.fixture
+def db_url(admin_url: str) -> str:
+    """The run's database, emptied of network objects before each test."""
+    from sqlalchemy import text
+
+    from elasticcode.db.engine import get_engine
+    from elasticcode.db.model import Base
+
+    keep = {"privilege"}
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables if t.name not in keep)
+    with get_engine(admin_url).begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} CASCADE"))
+    return admin_url
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch) -> Path:
+    """A private ELASTICCODE_HOME with no configuration from the environment."""
+    path = tmp_path / "ech"
+    path.mkdir()
+    monkeypatch.setenv("ELASTICCODE_HOME", str(path))
+    for var in ("ELASTICCODE_DB", "ELASTICCODE_ADMIN_DB", "ELASTICCODE_BROKER", "ELASTICCODE_BACKEND", "ELASTICCODE_INI"):
+        monkeypatch.delenv(var, raising=False)
+    return path
+
+
+class FlowResult:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self) -> str:
+        return f"FlowResult(code={self.code}, out={self.out[-500:]!r}, err={self.err[-500:]!r})"
+
+
+@pytest.fixture
+def flow(home: Path, db_url: str, monkeypatch):
+    """Run `flow ARGS...` in-process through the console entry point (exit code, stdout, stderr)."""
+    from elasticcode.cli import main
+
+    monkeypatch.setenv("ELASTICCODE_DB", db_url)
+
+    def run(*args: str, input: str | None = None) -> FlowResult:
+        runner = CliRunner()
+        with runner.isolation(input=input) as (out, err, *_):
+            code = 0
+            try:
+                main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            return FlowResult(code, out.getvalue().decode(), err.getvalue().decode())
+
+    return run
+
+
+@pytest.fixture
+def sample_repo(tmp_path: Path) -> Path:
+    """A real git repository holding the manual's sample module (pyfi.processors.sample)."""
+    import git
+
+    repo_dir = tmp_path / "pyfi-processors"
+    pkg = repo_dir / "pyfi" / "processors"
+    pkg.mkdir(parents=True)
+    (repo_dir / "pyfi" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sample.py").write_text(
+        "def do_something(message):\n    return 'TEXT:' + str(message)\n\n\n"
+        "def do_this(message):\n    return 'Do this: ' + str(message)\n"
+    )
+    repo = git.Repo.init(repo_dir, initial_branch="main")
+    repo.index.add(["pyfi/__init__.py", "pyfi/processors/__init__.py", "pyfi/processors/sample.py"])
+    repo.index.commit("sample processors", author=git.Actor("t", "t@example.com"), committer=git.Actor("t", "t@example.com"))
+    return repo_dir
