@@ -55,7 +55,7 @@ def pg_server(tmp_path_factory) -> Iterator[str]:
         yield urls.admin_db.replace("postgresql+psycopg2://", "postgresql://", 1)
     finally:
         dispose_all()
-        embedded.down(home)
+        embedded.purge(home)  # as root the data lives outside the temp home: remove it too
 
 
 @pytest.fixture(scope="session")

@@ -70,7 +70,7 @@ PROCESSOR = Kind(
         Field("timelimit", ("--timelimit",), "Hard time limit per call (seconds)", int),
         Field("beat", ("-b", "--beat/--no-beat"), "Enable the beat scheduler", bool, default=False),
         Field("requested_status", ("-rs", "--requested-status"), "Requested status",
-              ("ready", "running", "stopped", "paused"), default="ready"),
+              ("ready", "running", "stopped", "paused"), default="running"),
         Field("endpoint", ("-e", "--endpoint"), "API endpoint path"),
         Field("hasapi", ("-a", "--api/--no-api"), "Has an API endpoint", bool, default=False),
         DESCRIPTION,

@@ -66,6 +66,20 @@ for _command in (add, ls, update, delete, db, task, proc, agent, worker, node, l
     flow.add_command(_command)
 
 
+def _load_plugins() -> None:
+    """Commands contributed by other packages (kernel_agent's `agent`) replace placeholders."""
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group="elasticcode.commands"):
+        try:
+            flow.add_command(point.load(), point.name)
+        except Exception:  # noqa: BLE001 - a broken plugin must not break the whole CLI
+            continue
+
+
+_load_plugins()
+
+
 def run(args: Sequence[str] | None = None) -> Any:
     """Run `flow` in-process and return the command's value (rows for listings).
 

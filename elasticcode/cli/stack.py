@@ -15,7 +15,12 @@ from .context import FlowContext, emit, pass_flow, say
 
 
 def start_local_agent(ctx: FlowContext) -> None:
-    """Hook for the runtime: `flow up` will start this node's agent here."""
+    """Start this node's agent in the background (when kernel_agent is installed)."""
+    from . import local_agent
+
+    pid = local_agent.start(ctx.settings.home, ctx.settings.ini_path)
+    if pid:
+        click.echo(f"agent running (pid {pid}); log: {local_agent.log_path(ctx.settings.home)}")
 
 
 @click.command()
@@ -41,8 +46,11 @@ def up(ctx: FlowContext) -> None:
 @pass_flow
 def down(ctx: FlowContext) -> None:
     """Stop the local stack; all data is kept for the next `flow up`"""
+    from . import local_agent
+
     dispose_all()
-    stopped = embedded.down(ctx.settings.home, progress=click.echo)
+    stopped = (["agent"] if local_agent.stop(ctx.settings.home, progress=click.echo) else [])
+    stopped += embedded.down(ctx.settings.home, progress=click.echo)
     say(ctx, "stack is down (data kept)" if stopped else "stack was not running", stopped=stopped)
 
 
@@ -50,10 +58,15 @@ def down(ctx: FlowContext) -> None:
 @pass_flow
 def status(ctx: FlowContext) -> list[dict]:
     """Show the local stack's services and the configured URLs"""
+    from . import local_agent
+
     rows = [
         {"service": s.name, "running": s.running, "pid": s.pid, "address": s.address, "detail": s.detail}
         for s in embedded.status(ctx.settings.home)
     ]
+    agent_pid = local_agent.running_pid(ctx.settings.home)
+    rows.append({"service": "agent", "running": agent_pid is not None, "pid": agent_pid, "address": "",
+                 "detail": str(local_agent.log_path(ctx.settings.home))})
     emit(ctx, rows, "Local stack")
     if not ctx.as_json:
         s = ctx.settings

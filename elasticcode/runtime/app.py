@@ -1,0 +1,57 @@
+"""The Celery app factory: every setting that closes a known way Celery loses or repeats work."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from celery import Celery
+
+from . import codec
+
+VISIBILITY_TIMEOUT = 3600  # seconds; longer than any call should run, or Redis redelivers it early
+DEFAULT_QUEUE = "elasticcode.default"
+
+
+def is_redis(url: str | None) -> bool:
+    return bool(url) and urlsplit(url).scheme in ("redis", "rediss", "redis+socket", "socket", "unix")
+
+
+def make_app(broker: str, backend: str | None = None, name: str = "elasticcode",
+             visibility_timeout: int = VISIBILITY_TIMEOUT) -> Celery:
+    codec.install()
+    app = Celery(name, broker=broker, backend=backend or None, set_as_current=False)
+    transport = {"visibility_timeout": visibility_timeout}
+    if urlsplit(broker).scheme in ("amqp", "pyamqp", "amqps"):
+        transport["confirm_publish"] = True  # a publish returns only once RabbitMQ has the message
+    app.conf.update(
+        # JSON only: pickle is never accepted, in either direction.
+        task_serializer="json",
+        result_serializer="json",
+        event_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        # Ack after the call finished; a killed pool child puts its message back.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # The Redis visibility timeout must agree in all three places (celery/celery#4400).
+        broker_transport_options=transport,
+        result_backend_transport_options={"visibility_timeout": visibility_timeout},
+        visibility_timeout=visibility_timeout,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_connection_retry_on_startup=True,
+        # Flower and `celery events` work out of the box.
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        result_extended=True,
+        task_track_started=True,
+        task_default_queue=DEFAULT_QUEUE,
+        task_create_missing_queues=True,
+        task_default_delivery_mode="persistent",
+        result_expires=7 * 24 * 3600,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        broker_connection_timeout=5,
+        redis_socket_connect_timeout=5,
+    )
+    return app

@@ -1,0 +1,292 @@
+"""Processor code from git: a mirror per repository, a checkout per commit, a venv per requirements.
+
+Code never comes from the client, only from git at an exact commit, so what a worker runs is
+always named by a sha. Everything is cached under the state directory and reused across agent
+restarts; each build runs under a file lock so agents sharing a machine never build twice.
+Git runs without a shell, without prompts and with a timeout: a URL that wants credentials
+fails with a message instead of hanging the agent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from elasticcode.catalog.repos import check_gitrepo
+from elasticcode.errors import ElasticCodeError
+
+from .venvs import CodeError, clear_leftovers, ensure_venv, file_lock, parse_requirements, run
+
+__all__ = ["CodeCache", "CodeError", "CodeSpec", "PreparedCode"]
+
+HEX = re.compile(r"^[0-9a-f]{4,40}$")
+MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+FUNCTION = re.compile(r"^[A-Za-z_]\w*$")
+GIT_TIMEOUT = 300
+
+
+@dataclass(frozen=True)
+class CodeSpec:
+    gitrepo: str
+    branch: str | None = None
+    commit: str | None = None  # hex sha or prefix; wins over branch/tag
+    tag: str | None = None
+    requirements: str | None = None  # pip specifiers separated by spaces/newlines
+    modulepath: str | None = None  # repo-relative folder put on sys.path (default: repo root)
+
+
+@dataclass(frozen=True)
+class PreparedCode:
+    commit: str  # full sha actually checked out
+    code_dir: Path
+    import_path: Path
+    python: Path
+    venv_dir: Path
+
+
+def _git_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # No prompt may ever wait for a person: an agent has nobody at its terminal.
+    env.update(GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", SSH_ASKPASS="true", GCM_INTERACTIVE="never")
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=30")
+    return env
+
+
+def _git(*args: str, what: str, timeout: float = GIT_TIMEOUT):
+    return run(["git", "-c", "protocol.ext.allow=never", *args], timeout=timeout, what=what, env=_git_env())
+
+
+def _clone_problem(stderr: str) -> str:
+    low = stderr.lower()
+    if "not found" in low or "does not exist" in low or "not appear to be a git repository" in low:
+        return "repository not found (check -g/--gitrepo)"
+    if any(s in low for s in ("authentication", "could not read username", "terminal prompts disabled",
+                              "permission denied", "could not read password")):
+        return "access denied (give the agent a credential helper or SSH key, or make the repository readable)"
+    if "could not resolve host" in low or "connection refused" in low or "timed out" in low:
+        return "host unreachable (check the URL and the network)"
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    return (lines[-1] if lines else "git failed") + " (check -g/--gitrepo)"
+
+
+class CodeCache:
+    """Turns a CodeSpec into a checkout at an exact commit plus a ready venv."""
+
+    def __init__(self, home: Path, allowlist: tuple[str, ...] = (), *, installer: str | None = None,
+                 install_timeout: float = 900):
+        self.home = Path(home)
+        self.allowlist = tuple(allowlist)
+        # "auto" (uv when available, else pip), "uv" or "pip"; admins may force one per node
+        self.installer = installer or os.environ.get("ELASTICCODE_INSTALLER", "auto")
+        if self.installer not in ("auto", "uv", "pip"):
+            raise CodeError(f"installer {self.installer!r} is unknown: use auto, uv or pip (ELASTICCODE_INSTALLER)")
+        self.install_timeout = install_timeout
+
+    # -- git ------------------------------------------------------------------------------
+
+    def _url(self, spec: CodeSpec) -> str:
+        try:
+            return check_gitrepo(spec.gitrepo, self.allowlist)
+        except CodeError:
+            raise
+        except ElasticCodeError as exc:
+            raise CodeError(str(exc)) from None
+
+    @staticmethod
+    def _repohash(url: str) -> str:
+        return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+    def _mirror(self, url: str, progress: Callable[[str], None]) -> tuple[Path, bool]:
+        """The bare mirror of url, cloned on first use. Returns (path, just_cloned)."""
+        root = self.home / "git"
+        mirror = root / f"{self._repohash(url)}.git"
+        if mirror.is_dir():
+            return mirror, False
+        with file_lock(root / ".locks" / f"{mirror.name}.lock"):
+            if mirror.is_dir():
+                return mirror, False
+            progress(f"cloning {url}")
+            clear_leftovers(root, mirror.name)
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{mirror.name}-", dir=root))
+            try:
+                done = _git("clone", "--bare", "--quiet", "--", url, str(tmp), what=f"cloning {url}")
+                if done.returncode != 0:
+                    raise CodeError(f"cannot clone {url}: {_clone_problem(done.stderr)}")
+                # Branches and tags only: hosts' extra refs (pull requests) are not processor code.
+                _git("--git-dir", str(tmp), "config", "--replace-all", "remote.origin.fetch",
+                     "+refs/heads/*:refs/heads/*", what="configuring the mirror")
+                _git("--git-dir", str(tmp), "config", "--add", "remote.origin.fetch",
+                     "+refs/tags/*:refs/tags/*", what="configuring the mirror")
+                os.rename(tmp, mirror)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        return mirror, True
+
+    def _fetch(self, mirror: Path, url: str, spec: CodeSpec, progress: Callable[[str], None]) -> None:
+        progress(f"fetching {url}")
+        with file_lock(mirror.parent / ".locks" / f"{mirror.name}.lock"):
+            done = _git("--git-dir", str(mirror), "fetch", "--prune", "--force", "--quiet", "origin",
+                        what=f"fetching {url}")
+            if done.returncode != 0:
+                raise CodeError(f"cannot fetch {url}: {_clone_problem(done.stderr)}")
+            if not (spec.commit or spec.branch or spec.tag):
+                # The remote's default branch can change; a bare clone only learns it once.
+                done = _git("--git-dir", str(mirror), "ls-remote", "--symref", "origin", "HEAD",
+                            what=f"reading the default branch of {url}")
+                head = re.search(r"^ref: (refs/heads/\S+)\tHEAD$", done.stdout, re.M)
+                if done.returncode == 0 and head:
+                    _git("--git-dir", str(mirror), "symbolic-ref", "HEAD", head.group(1), what="setting HEAD")
+
+    def _lookup(self, mirror: Path, url: str, spec: CodeSpec) -> str | None:
+        """Full sha the spec names in the mirror as it is now, or None."""
+        if spec.commit:
+            commit = spec.commit.strip().lower()
+            if not HEX.match(commit):
+                raise CodeError(f"commit {spec.commit!r} is not a hex sha: give e.g. --commit 1a2b3c4")
+            rev = f"{commit}^{{commit}}"
+        elif spec.tag or spec.branch:
+            kind, name = ("tags", spec.tag) if spec.tag else ("heads", spec.branch)
+            ref = f"refs/{kind}/{name.strip()}"
+            if _git("check-ref-format", ref, what="checking a ref name").returncode != 0:
+                raise CodeError(f"{'tag' if spec.tag else 'branch'} {name!r} is not a valid git ref name: fix it")
+            rev = f"{ref}^{{commit}}"
+        else:
+            rev = "HEAD^{commit}"
+        done = _git("--git-dir", str(mirror), "rev-parse", "--verify", rev, what="resolving a revision")
+        if "ambiguous" in done.stderr:
+            raise CodeError(f"commit {spec.commit!r} is ambiguous in {url}: give more digits of the sha")
+        sha = done.stdout.strip()
+        return sha if done.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", sha) else None
+
+    def _missing(self, url: str, spec: CodeSpec) -> CodeError:
+        if spec.commit:
+            return CodeError(f"commit {spec.commit!r} is not in {url}: push it or fix --commit")
+        if spec.tag:
+            return CodeError(f"tag {spec.tag!r} is not in {url}: push it (git push --tags) or fix --tag")
+        if spec.branch:
+            return CodeError(f"branch {spec.branch!r} is not in {url}: push it or fix --branch")
+        return CodeError(f"{url} has no commits on its default branch: push one or give --branch")
+
+    def _sha(self, spec: CodeSpec, progress: Callable[[str], None], *, always_fetch: bool) -> tuple[str, str]:
+        url = self._url(spec)
+        mirror, fresh = self._mirror(url, progress)
+        # A pinned commit already mirrored cannot change: no network needed to use it again.
+        if spec.commit and not always_fetch:
+            sha = self._lookup(mirror, url, spec)
+            if sha:
+                return url, sha
+        if not fresh:  # a clone made just now is as new as a fetch
+            self._fetch(mirror, url, spec, progress)
+        sha = self._lookup(mirror, url, spec)
+        if not sha:
+            raise self._missing(url, spec)
+        return url, sha
+
+    def resolve(self, spec: CodeSpec) -> str:
+        """Full sha of the spec's commit, tag, branch head or default head, after a fetch."""
+        return self._sha(spec, lambda m: None, always_fetch=True)[1]
+
+    def _checkout(self, url: str, sha: str, progress: Callable[[str], None]) -> Path:
+        root = self.home / "code"
+        code_dir = root / f"{self._repohash(url)}-{sha}"
+        if code_dir.is_dir():
+            return code_dir
+        root.mkdir(parents=True, exist_ok=True)
+        with file_lock(root / ".locks" / f"{code_dir.name}.lock"):
+            if code_dir.is_dir():
+                return code_dir
+            progress(f"checking out {sha[:12]}")
+            clear_leftovers(root, code_dir.name)
+            mirror = self.home / "git" / f"{self._repohash(url)}.git"
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{code_dir.name}-", dir=root))
+            try:
+                # A local clone hardlinks the mirror's objects: cheap, and independent of later
+                # fetches and gc in the mirror (unlike --shared or a worktree).
+                done = _git("clone", "--no-checkout", "--quiet", "--", str(mirror), str(tmp), what="cloning the mirror")
+                if done.returncode == 0:
+                    done = _git("-C", str(tmp), "-c", "advice.detachedHead=false", "-c", "core.hooksPath=/dev/null",
+                                "checkout", "--quiet", "--detach", sha, what=f"checking out {sha}")
+                if done.returncode != 0:
+                    raise CodeError(f"cannot check out {sha} of {url}: {_clone_problem(done.stderr)}")
+                os.rename(tmp, code_dir)  # all or nothing: a code_dir that exists is complete
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        return code_dir
+
+    # -- preparation ---------------------------------------------------------------------
+
+    def prepare(self, spec: CodeSpec, progress: Callable[[str], None] = lambda msg: None) -> PreparedCode:
+        """Checkout and venv for spec; the second call for a pinned commit touches neither network nor pip."""
+        url, sha = self._sha(spec, progress, always_fetch=False)
+        code_dir = self._checkout(url, sha, progress)
+        modulepath = (spec.modulepath or "").strip().strip("/")
+        if modulepath and (Path(modulepath).is_absolute() or ".." in Path(modulepath).parts):
+            raise CodeError(f"modulepath {spec.modulepath!r} leaves the repository: give a folder inside it")
+        import_path = code_dir / modulepath if modulepath else code_dir
+        if not import_path.is_dir():
+            raise CodeError(f"modulepath {spec.modulepath!r} is not a folder of {url} at {sha[:12]}: fix --modulepath")
+        requirements = parse_requirements(spec.requirements, "the processor's requirements")
+        for candidate in dict.fromkeys([import_path / "requirements.txt", code_dir / "requirements.txt"]):
+            if candidate.is_file():
+                requirements += parse_requirements(candidate.read_text(errors="replace"),
+                                                   f"{candidate.relative_to(code_dir)} at {sha[:12]}")
+                break
+        venv = ensure_venv(self.home / "venvs", requirements, installer=self.installer,
+                           timeout=self.install_timeout, progress=progress)
+        return PreparedCode(commit=sha, code_dir=code_dir, import_path=import_path,
+                            python=venv / "bin" / "python", venv_dir=venv)
+
+    def check_module(self, prepared: PreparedCode, module: str, functions: list[str],
+                     timeout: float = 60) -> dict[str, str]:
+        """{function: problem} for functions the module lacks, importing it in the processor's
+        own venv: the agent must not import processor code (nor its dependencies) itself."""
+        if not MODULE.match(module or ""):
+            raise CodeError(f"module {module!r} is not a dotted Python module name: fix --module")
+        bad = [f for f in functions if not FUNCTION.match(f or "")]
+        if bad:
+            raise CodeError(f"function name {bad[0]!r} is not a Python identifier: fix the socket's function")
+        done = run([str(prepared.python), "-I", "-c", _CHECK, str(prepared.import_path), module, json.dumps(functions)],
+                   timeout=timeout, what=f"importing module {module!r}", cwd=prepared.import_path,
+                   fix="move slow work out of import time, into the functions")
+        line = next((ln for ln in reversed(done.stdout.splitlines()) if ln.startswith(_MARK)), None)
+        if line is None:
+            tail = [ln for ln in (done.stderr or "").splitlines() if ln.strip()]
+            raise CodeError(f"module {module!r} could not be checked: {(tail or ['interpreter died'])[-1].strip()}")
+        result = json.loads(line[len(_MARK):])
+        if "error" in result:
+            raise CodeError(f"module {module!r} failed to import: {result['error']} "
+                            "(fix the module name, --modulepath or the requirements)")
+        return result["problems"]
+
+
+_MARK = "@@elasticcode-check@@"
+# Runs in the processor's venv; the module's own prints go to stderr so stdout stays ours.
+_CHECK = f"""
+import importlib, json, sys
+path, module, names = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+sys.path.insert(0, path)
+out, sys.stdout = sys.stdout, sys.stderr
+try:
+    mod = importlib.import_module(module)
+except BaseException as exc:
+    sys.stdout = out
+    print({_MARK!r} + json.dumps({{"error": (type(exc).__name__ + ": " + str(exc)).splitlines()[0][:400]}}))
+    sys.exit(0)
+sys.stdout = out
+problems = {{}}
+for name in names:
+    if not hasattr(mod, name):
+        problems[name] = "not found in module " + module
+    elif not callable(getattr(mod, name)):
+        problems[name] = "is not callable in module " + module + " (it is " + type(getattr(mod, name)).__name__ + ")"
+print({_MARK!r} + json.dumps({{"problems": problems}}))
+"""

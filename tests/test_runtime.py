@@ -1,0 +1,253 @@
+"""The runtime contract with real agents, workers, PostgreSQL and Redis (and RabbitMQ when it answers)."""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+
+import psutil
+import pytest
+import redis
+
+from elasticcode import config
+from elasticcode.runtime import naming
+from elasticcode.runtime.dispatch import Dispatcher
+from runtime_helpers import AgentProcess, commit_change, flow_json, make_repo, wait_until
+
+pytestmark = pytest.mark.timeout(300)
+
+MODULE = "pyfi.processors.sample"
+
+
+def _free_redis_db() -> int:
+    return 8 + uuid.uuid4().int % 8  # 8..15, away from what other tools tend to use
+
+
+@pytest.fixture
+def services(db_url, home, monkeypatch):
+    """Model database + Redis broker/backend (the machine's Redis on a db index of our own)."""
+    index = _free_redis_db()
+    url = f"redis://127.0.0.1:6379/{index}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    monkeypatch.setenv("ELASTICCODE_DB", db_url)
+    monkeypatch.setenv("ELASTICCODE_BROKER", url)
+    monkeypatch.setenv("ELASTICCODE_BACKEND", url)
+    Dispatcher._instances.clear()
+    yield {"ELASTICCODE_DB": db_url, "ELASTICCODE_BROKER": url, "ELASTICCODE_BACKEND": url}
+    client.flushdb()
+
+
+@pytest.fixture
+def agent(services, home):
+    process = AgentProcess(home / "agent", services).start()
+    yield process
+    process.stop()
+    assert process.process.returncode is not None
+
+
+@pytest.fixture
+def repo(tmp_path):
+    return make_repo(tmp_path / "repo")
+
+
+def network(flow, repo, *, concurrency: int = 1, queue: str = "pyfi.queue1", proc: str = "proc1") -> None:
+    for args in (
+        ("add", "queue", "-n", queue, "-t", "direct"),
+        ("add", "processor", "-n", proc, "-g", repo.working_tree_dir, "-m", MODULE, "-h", "localhost", "-c", str(concurrency)),
+        ("add", "socket", "-n", f"{MODULE}.do_something", "-q", queue, "-pn", proc, "-t", "do_something"),
+        ("add", "socket", "-n", f"{MODULE}.do_this", "-q", queue, "-pn", proc, "-t", "do_this"),
+    ):
+        result = flow(*args)
+        assert result.code == 0, result
+
+
+def add_socket(flow, name: str, function: str, proc: str = "proc1", queue: str = "pyfi.queue1") -> None:
+    result = flow("add", "socket", "-n", name, "-q", queue, "-pn", proc, "-t", function)
+    assert result.code == 0, result
+
+
+def calls(flow) -> list[dict]:
+    return flow_json(flow, "ls", "calls", "-r", "1000")
+
+
+def test_quickstart_runs_and_a_plug_records_parent_and_child(flow, agent, repo):
+    network(flow, repo)
+    run = flow("task", "run", "--socket", f"{MODULE}.do_this", "--data", "['some data']", "--timeout", "120")
+    assert run.code == 0, (run, agent.output())
+    assert run.out.strip() == "Do this: ['some data']"
+
+    assert flow("add", "plug", "-n", "p1", "-s", f"{MODULE}.do_something", "-t", f"{MODULE}.do_this").code == 0
+    time.sleep(1.5)  # the topology reaches workers within a second
+    piped = flow("task", "run", "-s", f"{MODULE}.do_something", "--timeout", "60", input="HI THERE!\n")
+    assert piped.out.strip() == "TEXT:HI THERE!", piped
+
+    def chain():
+        rows = calls(flow)
+        child = [c for c in rows if c["parent"] and c["state"] == "finished"]
+        return (rows, child[0]) if child else None
+
+    rows, child = wait_until(chain, 30, what="the plugged child call to be recorded")
+    root = next(c for c in rows if c["id"] == child["parent"])
+    assert root["name"] == f"{MODULE}.do_something" and child["name"] == f"{MODULE}.do_this"
+    assert child["tracking"] == root["id"] == root["tracking"]
+    tree = flow("ls", "call", "--id", root["id"], "--tree")
+    lines = tree.out.splitlines()
+    assert lines[0].startswith(f"{MODULE}.do_something") and "└── " + f"{MODULE}.do_this" in lines[-1], tree.out
+    detail = flow_json(flow, "ls", "call", "--id", child["id"], "--result")
+    assert detail["result"] == "Do this: TEXT:HI THERE!"
+    assert [e["name"] for e in detail["events"]] == ["received", "prerun", "postrun"]
+
+
+def test_argument_join_fires_once_per_flow_run_without_mixing(flow, agent, repo):
+    network(flow, repo, concurrency=2)
+    for name, function in (("one", "one"), ("two", "two"), ("add_two", "add_two")):
+        add_socket(flow, name, function)
+    assert flow("add", "plug", "-n", "p_one", "-s", "one", "-t", "add_two", "-a", "one").code == 0
+    assert flow("add", "plug", "-n", "p_two", "-s", "two", "-t", "add_two", "-a", "two").code == 0
+    dispatcher = Dispatcher.for_settings(config.load())
+    # Wait for the processor to run with the new sockets before timing anything.
+    assert dispatcher.send("one", (0,)).get(timeout=120) == 0
+    runs = {}
+    for i in range(50):
+        tracking = str(uuid.uuid4())
+        runs[tracking] = i
+        first, second = ("one", "two") if i % 2 else ("two", "one")  # arrival order varies
+        dispatcher.send(first, (i,), tracking=tracking)
+        dispatcher.send(second, (i,), tracking=tracking)
+    for tracking, i in runs.items():
+        joined = dispatcher.result(naming.join_call_id("add_two", tracking))
+        assert joined.get(timeout=120) == i + 10 * i
+
+    def recorded():
+        adds = [c for c in calls(flow) if c["name"] == "add_two" and c["state"] == "finished"]
+        return adds if len(adds) >= 50 else None
+
+    adds = wait_until(recorded, 60, what="50 add_two calls recorded")
+    assert len(adds) == 50 and {c["tracking"] for c in adds} == set(runs)
+
+
+def test_kill_9_of_a_worker_process_during_a_call(flow, agent, repo):
+    network(flow, repo)
+    add_socket(flow, "slow", "slow")
+    dispatcher = Dispatcher.for_settings(config.load())
+    assert dispatcher.send("slow", ("warm",)).get(timeout=120) == "warm"
+    result = dispatcher.send("slow", ("survivor",))
+
+    def running_child():
+        for row in calls(flow):
+            if row["id"] == result.id and row["state"] == "running":
+                workers = flow_json(flow, "ls", "workers")
+                return psutil.Process(workers[0]["process"]).children()
+        return None
+
+    children = wait_until(running_child, 30, 0.05, what="the slow call to start")
+    for child in children:  # concurrency 1: the one pool child, busy with our call
+        child.kill()
+    assert result.get(timeout=60) == "survivor"
+
+    def finished():
+        row = next((c for c in calls(flow) if c["id"] == result.id), None)
+        return row if row and row["state"] == "finished" else None
+
+    row = wait_until(finished, 30, what="the call to be recorded as finished")
+    detail = flow_json(flow, "ls", "call", "--id", row["id"])
+    assert detail["deliveries"] == 2
+    assert [e["name"] for e in detail["events"]].count("prerun") == 2
+
+
+@pytest.mark.parametrize("problem", ["repo", "module", "function"])
+def test_bad_code_gives_a_clear_status(flow, agent, repo, tmp_path, problem):
+    gitrepo = str(tmp_path / "no-such-repo") if problem == "repo" else repo.working_tree_dir
+    module = "pyfi.processors.nothere" if problem == "module" else MODULE
+    assert flow("add", "queue", "-n", "q").code == 0
+    assert flow("add", "processor", "-n", "bad", "-g", gitrepo, "-m", module).code == 0
+    function = "no_such_function" if problem == "function" else "do_this"
+    assert flow("add", "socket", "-n", "bad.s", "-q", "q", "-pn", "bad", "-t", function).code == 0
+
+    def status():
+        if problem == "function":
+            sock = flow_json(flow, "ls", "sockets")[0]
+            proc = flow_json(flow, "ls", "processors")[0]
+            return (sock, proc) if proc["status"] == "error" else None
+        proc = flow_json(flow, "ls", "processors")[0]
+        return proc if proc["status"] == "error" else None
+
+    found = wait_until(status, 90, what=f"error status for a bad {problem}")
+    message = (found[1] if problem == "function" else found)["status_message"]
+    expected = {"repo": "no-such-repo", "module": "nothere", "function": "no_such_function"}[problem]
+    assert expected in message, message
+    waiting = flow("task", "run", "-s", "bad.s", "-d", "1", "--timeout", "1")
+    assert waiting.code == 1 and "note:" in waiting.err and expected in waiting.err
+
+
+def test_stopped_processor_keeps_calls_queued_and_new_commit_runs(flow, agent, repo):
+    network(flow, repo)
+    dispatcher = Dispatcher.for_settings(config.load())
+    assert dispatcher.send(f"{MODULE}.do_this", ("a",)).get(timeout=120) == "Do this: a"
+    assert flow("proc", "stop", "-n", "proc1").code == 0
+    wait_until(lambda: flow_json(flow, "ls", "processors")[0]["status"] == "stopped", 30, what="processor stopped")
+    queued = dispatcher.send(f"{MODULE}.do_this", ("b",))
+    time.sleep(2)
+    assert not queued.ready()
+    sha = commit_change(repo, "pyfi/processors/sample.py",
+                        "def do_this(message):\n    return 'v2: ' + str(message)\n\n\ndef do_something(m):\n    return m\n")
+    assert flow("update", "processor", "-n", "proc1", "--commit", sha).code == 0
+    assert flow("proc", "start", "-n", "proc1").code == 0
+    assert queued.get(timeout=120) == "v2: b"
+    workers = flow_json(flow, "ls", "workers")
+    assert workers[0]["commit"] == sha
+
+
+def test_processor_that_does_not_fit_is_pending(flow, agent, repo):
+    network(flow, repo, concurrency=5)
+    proc = wait_until(lambda: next((p for p in flow_json(flow, "ls", "processors") if p["status"] == "pending"), None),
+                      30, what="pending status")
+    assert "needs 5 CPUs" in proc["status_message"] and "lower -c" in proc["status_message"]
+
+
+def test_error_plug_and_dead_letter(flow, agent, repo):
+    network(flow, repo)
+    add_socket(flow, "boom", "boom")
+    add_socket(flow, "catch", "catch")
+    add_socket(flow, "suicide", "suicide")
+    assert flow("add", "plug", "-n", "on_error", "-s", "boom", "-t", "catch", "--type", "ERROR").code == 0
+    time.sleep(1.5)
+    failed = flow("task", "run", "-s", "boom", "-d", "1", "--timeout", "120")
+    assert failed.code == 1 and "ValueError: boom 1" in failed.err and "boom" in failed.err
+
+    def caught():
+        rows = [c for c in calls(flow) if c["name"] == "catch" and c["state"] == "finished"]
+        return rows[0] if rows else None
+
+    row = wait_until(caught, 60, what="the ERROR plug's call")
+    assert flow_json(flow, "ls", "call", "--id", row["id"], "--result")["result"] == "caught ValueError: boom 1"
+
+    dead = flow("task", "run", "-s", "suicide", "-d", "1", "--timeout", "120")
+    assert dead.code == 1 and "dead-lettered" in dead.err
+    client = redis.Redis.from_url(config.load().backend)
+    assert client.llen(naming.DEAD_LETTER_LIST) == 1
+
+
+def _rabbitmq_answers() -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _rabbitmq_answers(), reason="no RabbitMQ on 127.0.0.1:5672")
+def test_rabbitmq_broker(flow, services, home, repo, monkeypatch):
+    broker = "amqp://guest:guest@127.0.0.1:5672//"
+    monkeypatch.setenv("ELASTICCODE_BROKER", broker)
+    Dispatcher._instances.clear()
+    process = AgentProcess(home / "agent-amqp", {**services, "ELASTICCODE_BROKER": broker}).start()
+    try:
+        queue = f"q{uuid.uuid4().hex[:8]}"  # RabbitMQ queues are shared by every run on this machine
+        network(flow, repo, queue=queue, proc=f"p{queue}")
+        run = flow("task", "run", "-s", f"{MODULE}.do_this", "-d", '"rabbit"', "--timeout", "120")
+        assert run.code == 0 and run.out.strip() == "Do this: rabbit", (run, process.output())
+    finally:
+        process.stop()
