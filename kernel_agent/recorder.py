@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 import redis
-from sqlalchemy import Text, case, cast, func, literal, select
+from sqlalchemy import Text, case, cast, func, literal, text
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from elasticcode.db import model as m
 from elasticcode.db.engine import get_engine
@@ -88,12 +88,17 @@ COLUMNS = ("id", "name", "state", "owner", "processor", "tracking", "parent", "a
            "deliveries", "received", "started", "finished", "duration", "error", "result", "created")
 
 
-def upsert_calls(conn, calls: dict[str, dict[str, Any]], socket_ids: dict[str, str]) -> None:
+LINK_SOCKETS = text(
+    "UPDATE call SET socket_id = s.id FROM socket s "
+    "WHERE call.id = ANY(CAST(:ids AS uuid[])) AND call.socket_id IS NULL AND s.name = call.name AND s.owner = call.owner"
+)
+
+
+def upsert_calls(conn, calls: dict[str, dict[str, Any]]) -> None:
     rows = []
     for row in calls.values():
         row = dict(row)
         row.setdefault("name", "?")
-        row["socket_id"] = socket_ids.get(row["name"])
         rows.append(row)
     for keys in {tuple(sorted(r)) for r in rows}:  # executemany needs uniform keys
         group = [r for r in rows if tuple(sorted(r)) == keys]
@@ -105,7 +110,6 @@ def upsert_calls(conn, calls: dict[str, dict[str, Any]], socket_ids: dict[str, s
             set_={
                 "state": case((rank(ex.state) >= rank(cur.state), ex.state), else_=cur.state),
                 "name": case((ex.name != "?", ex.name), else_=cur.name),
-                "socket_id": func.coalesce(ex.socket_id, cur.socket_id),
                 **{c: func.coalesce(cur[c], ex[c]) for c in ("received", "tracking", "parent", "argument") if c in keys},
                 **{c: func.coalesce(ex[c], cur[c]) for c in ("started", "finished", "duration", "error", "result",
                                                              "worker", "host", "processor") if c in keys},
@@ -114,6 +118,8 @@ def upsert_calls(conn, calls: dict[str, dict[str, Any]], socket_ids: dict[str, s
             },
         )
         conn.execute(stmt)
+    # Sockets are linked by name in SQL, so a socket deleted and re-created never leaves a stale id.
+    conn.execute(LINK_SOCKETS, {"ids": list(calls)})
 
 
 class Recorder(threading.Thread):
@@ -121,8 +127,7 @@ class Recorder(threading.Thread):
         super().__init__(name="recorder", daemon=True)
         self.db_url, self.redis, self.stop_event, self.publish = db_url, client, stop, publish
         self.consumer = f"{hostname()}-{os.getpid()}"
-        self.socket_ids: dict[str, str] = {}
-        self.written = 0
+        self.written = self.rejected = 0
 
     def ensure_group(self) -> None:
         try:
@@ -131,19 +136,28 @@ class Recorder(threading.Thread):
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def _socket_ids(self, conn, names: set[str]) -> dict[str, str]:
-        if names - self.socket_ids.keys():
-            self.socket_ids = {n: i for n, i in conn.execute(select(m.Socket.name, m.Socket.id))}
-        return self.socket_ids
-
-    def write(self, entries: list) -> None:
+    def _store(self, entries: list) -> None:
         calls, events = merge(entries)
         with get_engine(self.db_url).begin() as conn:
-            upsert_calls(conn, calls, self._socket_ids(conn, {c.get("name", "?") for c in calls.values()}))
-            if events:
-                for keys in {tuple(sorted(e)) for e in events}:
-                    group = [e for e in events if tuple(sorted(e)) == keys]
-                    conn.execute(insert(m.Event).values(group).on_conflict_do_nothing(index_elements=["id"]))
+            upsert_calls(conn, calls)
+            for keys in {tuple(sorted(e)) for e in events}:
+                group = [e for e in events if tuple(sorted(e)) == keys]
+                conn.execute(insert(m.Event).values(group).on_conflict_do_nothing(index_elements=["id"]))
+
+    def write(self, entries: list) -> None:
+        try:
+            self._store(entries)
+        except (IntegrityError, DataError):
+            # A batch the database refuses (not an outage): store entry by entry and set aside
+            # the ones it still refuses, so one bad event never blocks everyone's provenance.
+            for entry in entries:
+                try:
+                    self._store([entry])
+                except (IntegrityError, DataError) as exc:
+                    self.rejected += 1
+                    log.error("recorder: event %s refused (%s); kept in %s", entry[0], str(exc).splitlines()[0],
+                              naming.EVENTS_REJECTED_STREAM)
+                    self.redis.xadd(naming.EVENTS_REJECTED_STREAM, {**entry[1], b"error": str(exc).splitlines()[0]})
         ids = [entry_id for entry_id, _ in entries]
         pipe = self.redis.pipeline(transaction=False)
         pipe.xack(naming.EVENTS_STREAM, naming.RECORDER_GROUP, *ids)

@@ -37,25 +37,42 @@ def _sqlalchemy(url: str) -> str:
     return url.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
+FORCE_EMBEDDED = bool(os.environ.get("ELASTICCODE_TEST_EMBEDDED"))
+
+
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory) -> Iterator[str]:
-    """A libpq URL of a superuser connection to a server we may create databases on."""
-    if not os.environ.get("ELASTICCODE_TEST_EMBEDDED") and _answers("127.0.0.1", 5432):
-        try:
-            psycopg2.connect(SYSTEM_PG, connect_timeout=3).close()
-            yield SYSTEM_PG
-            return
-        except psycopg2.OperationalError:
-            pass
+def embedded_stack(tmp_path_factory):
+    """Started on first use only: for machines without PostgreSQL or Redis of their own."""
     from elasticcode import embedded
 
-    home = tmp_path_factory.mktemp("pghome")
+    home = tmp_path_factory.mktemp("stack")
     urls = embedded.up(home)
     try:
-        yield urls.admin_db.replace("postgresql+psycopg2://", "postgresql://", 1)
+        yield urls
     finally:
         dispose_all()
         embedded.purge(home)  # as root the data lives outside the temp home: remove it too
+
+
+@pytest.fixture(scope="session")
+def pg_server(request) -> str:
+    """A libpq URL of a superuser connection to a server we may create databases on."""
+    if not FORCE_EMBEDDED and _answers("127.0.0.1", 5432):
+        try:
+            psycopg2.connect(SYSTEM_PG, connect_timeout=3).close()
+            return SYSTEM_PG
+        except psycopg2.OperationalError:
+            pass
+    urls = request.getfixturevalue("embedded_stack")
+    return urls.admin_db.replace("postgresql+psycopg2://", "postgresql://", 1)
+
+
+@pytest.fixture(scope="session")
+def redis_base(request) -> str:
+    """Redis for broker and backend: the machine's (on a db index of our own) or the embedded one."""
+    if not FORCE_EMBEDDED and _answers("127.0.0.1", 6379):
+        return f"redis://127.0.0.1:6379/{8 + uuid.uuid4().int % 8}"
+    return request.getfixturevalue("embedded_stack").broker
 
 
 @pytest.fixture(scope="session")
@@ -113,23 +130,30 @@ class FlowResult:
 
 
 @pytest.fixture
-def flow(home: Path, db_url: str, monkeypatch):
+def bare_flow(home: Path):
+    """`flow` with whatever configuration the test puts in the environment."""
+    return run_flow
+
+
+def run_flow(*args: str, input: str | None = None) -> FlowResult:
     """Run `flow ARGS...` in-process through the console entry point (exit code, stdout, stderr)."""
     from elasticcode.cli import main
 
+    runner = CliRunner()
+    with runner.isolation(input=input) as (out, err, *_):
+        code = 0
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return FlowResult(code, out.getvalue().decode(), err.getvalue().decode())
+
+
+@pytest.fixture
+def flow(home: Path, db_url: str, monkeypatch):
+    """`flow` against the run's test database."""
     monkeypatch.setenv("ELASTICCODE_DB", db_url)
-
-    def run(*args: str, input: str | None = None) -> FlowResult:
-        runner = CliRunner()
-        with runner.isolation(input=input) as (out, err, *_):
-            code = 0
-            try:
-                main(list(args))
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            return FlowResult(code, out.getvalue().decode(), err.getvalue().decode())
-
-    return run
+    return run_flow
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ import uuid
 
 import psutil
 import pytest
-import redis
 
 from elasticcode import config
 from elasticcode.runtime import naming
+from elasticcode.runtime.coord import redis_client
 from elasticcode.runtime.dispatch import Dispatcher
 from runtime_helpers import AgentProcess, commit_change, flow_json, make_repo, wait_until
 
@@ -20,16 +20,11 @@ pytestmark = pytest.mark.timeout(300)
 MODULE = "pyfi.processors.sample"
 
 
-def _free_redis_db() -> int:
-    return 8 + uuid.uuid4().int % 8  # 8..15, away from what other tools tend to use
-
-
 @pytest.fixture
-def services(db_url, home, monkeypatch):
-    """Model database + Redis broker/backend (the machine's Redis on a db index of our own)."""
-    index = _free_redis_db()
-    url = f"redis://127.0.0.1:6379/{index}"
-    client = redis.Redis.from_url(url)
+def services(db_url, redis_base, home, monkeypatch):
+    """Model database + Redis broker/backend, emptied for each test."""
+    url = redis_base
+    client = redis_client(url)
     client.flushdb()
     monkeypatch.setenv("ELASTICCODE_DB", db_url)
     monkeypatch.setenv("ELASTICCODE_BROKER", url)
@@ -226,7 +221,7 @@ def test_error_plug_and_dead_letter(flow, agent, repo):
 
     dead = flow("task", "run", "-s", "suicide", "-d", "1", "--timeout", "120")
     assert dead.code == 1 and "dead-lettered" in dead.err
-    client = redis.Redis.from_url(config.load().backend)
+    client = redis_client(config.load().backend)
     assert client.llen(naming.DEAD_LETTER_LIST) == 1
 
 
@@ -251,3 +246,74 @@ def test_rabbitmq_broker(flow, services, home, repo, monkeypatch):
         assert run.code == 0 and run.out.strip() == "Do this: rabbit", (run, process.output())
     finally:
         process.stop()
+
+
+def test_recreated_network_is_still_recorded_and_plug_removal_takes_effect(flow, agent, repo, db_url):
+    from sqlalchemy import text
+
+    from elasticcode.db.engine import get_engine
+
+    network(flow, repo)
+    assert flow("add", "plug", "-n", "p1", "-s", f"{MODULE}.do_something", "-t", f"{MODULE}.do_this").code == 0
+    assert flow("task", "run", "-s", f"{MODULE}.do_this", "-d", '"first"', "--timeout", "120").code == 0
+    wait_until(lambda: len(calls(flow)) >= 1, 30, what="first call recorded")
+    # Delete and re-create everything: new socket ids under the same names.
+    assert flow("delete", "processor", "-n", "proc1").code == 0
+    assert flow("delete", "queue", "-n", "pyfi.queue1").code == 0
+    network(flow, repo)
+    second = flow("task", "run", "-s", f"{MODULE}.do_something", "-d", '"second"', "--timeout", "120")
+    assert second.out.strip() == "TEXT:second", second
+
+    def linked():
+        with get_engine(db_url).connect() as conn:
+            return conn.execute(text(
+                "SELECT count(*) FROM call c JOIN socket s ON s.id = c.socket_id WHERE s.name = :n"),
+                {"n": f"{MODULE}.do_something"}).scalar()
+
+    assert wait_until(linked, 30, what="the new call linked to the new socket") == 1
+    # The plug went with the old sockets: no child call for the second run.
+    time.sleep(1.5)
+    assert not [c for c in calls(flow) if c["parent"]]
+
+
+def test_database_outage_delays_provenance_but_loses_none(tmp_path, repo, monkeypatch, bare_flow):
+    """Stop the model database mid-run: calls keep flowing, and are recorded once it is back."""
+    from elasticcode import embedded
+    from elasticcode.db import schema
+    from elasticcode.embedded import postgres as embedded_pg
+    from elasticcode.embedded.paths import load_state
+
+    home = tmp_path / "outage"
+    urls = embedded.up(home)
+    try:
+        schema.init(urls.admin_db)
+        schema.enrol(urls.admin_db, urls.app_role)
+        env = {"ELASTICCODE_DB": urls.db, "ELASTICCODE_ADMIN_DB": urls.admin_db,
+               "ELASTICCODE_BROKER": urls.broker, "ELASTICCODE_BACKEND": urls.backend}
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        Dispatcher._instances.clear()
+        flow = bare_flow
+        process = AgentProcess(home / "agent", env).start()
+        try:
+            network(flow, repo)
+            dispatcher = Dispatcher.for_settings(config.load())
+            assert dispatcher.send(f"{MODULE}.do_this", ("warm",)).get(timeout=120) == "Do this: warm"
+            embedded_pg.down(load_state(home)["postgres"], lambda _: None)
+            during = [dispatcher.send(f"{MODULE}.do_this", (i,)) for i in range(5)]
+            assert [r.get(timeout=60) for r in during] == [f"Do this: {i}" for i in range(5)]
+            embedded.up(home)
+            ids = {r.id for r in during}
+
+            def recorded():
+                rows = [c for c in calls(flow) if c["id"] in ids and c["state"] == "finished"]
+                return rows if len(rows) == 5 else None
+
+            wait_until(recorded, 90, what="calls made during the outage to be recorded")
+        finally:
+            process.stop()
+    finally:
+        from elasticcode.db.engine import dispose_all
+
+        dispose_all()
+        embedded.purge(home)

@@ -62,6 +62,8 @@ def migrate(url: str, progress: Progress = lambda _: None) -> str:
                 # Serialise concurrent migrations of the same database (two `flow up` at once).
                 conn.execute(text("SELECT pg_advisory_xact_lock(7312001)"))
                 command.upgrade(_alembic(conn), "head")
+                # Users may ask which revision they talk to (`flow status`).
+                conn.execute(text("GRANT SELECT ON alembic_version TO elasticcode_user, elasticcode_service"))
         except ProgrammingError as exc:
             raise ElasticCodeError(
                 f"cannot migrate the model database ({str(exc.orig).strip().splitlines()[0]}): "

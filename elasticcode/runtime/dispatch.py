@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from ..config import Settings
 from ..db import model as m
 from ..db.engine import session_scope
-from ..errors import NotFound
+from ..errors import NotFound, ServiceUnavailable
 from . import naming
 from .app import make_app
 from .coord import Events, coordination_url, redis_client
@@ -58,6 +58,14 @@ class Dispatcher:
         cached = self._targets.get(socket)
         if cached and time.monotonic() - cached[0] < max_age:
             return cached[1]
+        try:
+            return self._lookup(socket)
+        except ServiceUnavailable:
+            if cached:  # the database is down: calls keep flowing to the queue we know
+                return cached[1]
+            raise
+
+    def _lookup(self, socket: str) -> Target:
         with session_scope(self.settings.require_db()) as s:
             row = s.execute(
                 select(m.Socket).where(m.Socket.name == socket)

@@ -6,6 +6,7 @@ import uuid
 
 # Coordination keys in the Redis of the result backend.
 EVENTS_STREAM = "ec:events"
+EVENTS_REJECTED_STREAM = "ec:events:rejected"  # entries the database refused, kept for inspection
 TOPOLOGY_KEY = "ec:topology"
 TOPOLOGY_VERSION_KEY = "ec:topology:version"
 DEAD_LETTER_LIST = "ec:dead"
