@@ -7,6 +7,18 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
+_API = {"Socket", "Function", "Processor", "Plug", "parallel", "pipeline", "funnel", "history", "configure",
+        "ProcessorBase", "processor", "socket", "plug"}
+
+
+def __getattr__(name):
+    """`from elasticcode import Socket, pipeline, history, ...` without importing Celery for the CLI."""
+    if name in _API:
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'elasticcode' has no attribute {name!r}")
+
 
 def load_ipython_extension(ipython):  # pragma: no cover - exercised by the notebook tests
     """`%load_ext elasticcode` registers the magics of jupyter_ext."""

@@ -93,6 +93,11 @@ class Dispatcher:
         return self.app.send_task(target.task, args=list(args), kwargs=kwargs or {}, queue=target.queue,
                                   task_id=call_id, headers=headers)
 
+    @property
+    def user(self) -> str | None:
+        """The database role calls are made as (known after the first socket lookup)."""
+        return self._user
+
     def result(self, call_id: str) -> AsyncResult:
         return AsyncResult(call_id, app=self.app)
 

@@ -1,0 +1,1 @@
+"""Ready-made references to the quickstart's sockets (the manual's `pyfi.client.example`)."""
