@@ -9,12 +9,13 @@ from __future__ import annotations
 import click
 
 import sys
+import warnings
 from typing import Any
 
 from .. import catalog
 from ..errors import ElasticCodeError
 from ..runtime import codec
-from ..runtime.dispatch import Dispatcher, describe_wait
+from ..runtime.dispatch import Dispatcher, WaitingWarning, describe_wait
 from .context import FlowContext, pass_flow, say
 
 RUNTIME_MISSING = "needs the ElasticCode runtime (agents and workers), which this version does not ship yet"
@@ -70,7 +71,9 @@ def task_run(ctx: FlowContext, socket_name: str, data: str | None, kwargs_json: 
     waiting = describe_wait(target)
     if waiting:
         click.secho(f"note: {waiting}", err=True, fg="yellow")
-    result = dispatcher.send(socket_name, args, kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", WaitingWarning)  # already said above, in the CLI's words
+        result = dispatcher.send(socket_name, args, kwargs)
     if run_async:
         say(ctx, result.id, id=result.id)
         return result.id

@@ -46,6 +46,14 @@ def configure(db: str | None = None, broker: str | None = None, backend: str | N
         return _settings
 
 
+def reset_settings() -> None:
+    """Read the configuration again on next use (after `flow up`, `flow login`, `flow --config`)."""
+    global _settings
+    with _settings_lock:
+        _settings = None
+    Dispatcher._instances.clear()
+
+
 def dispatcher_for_default_settings() -> Dispatcher:
     return Dispatcher.for_settings(default_settings())
 
@@ -96,7 +104,14 @@ class Processor:
                 self.processor = _model_dict(catalog.find(s, "processor", name))
 
     def __repr__(self) -> str:
-        return f"Processor({self.name!r})"
+        p = self.processor
+        return f"Processor({self.name!r}, module={p.get('module')!r}, commit={p.get('commit')!r}, status={p.get('status')!r})"
+
+    def _repr_html_(self) -> str:
+        from .reprs import html_fields
+
+        keys = ("name", "module", "gitrepo", "commit", "branch", "concurrency", "hostname", "status", "status_message")
+        return html_fields(f"processor {self.name}", {k: self.processor.get(k) for k in keys})
 
 
 class Socket:
@@ -125,6 +140,16 @@ class Socket:
 
     def __repr__(self) -> str:
         return f"Socket({self.name!r})"
+
+    def _repr_html_(self) -> str:
+        from .reprs import html_fields
+
+        try:
+            data = self.socket
+        except ElasticCodeError as exc:
+            return html_fields(f"socket {self.name}", {"error": str(exc)})
+        keys = ("name", "status", "status_message", "interval", "owner", "lastupdated")
+        return html_fields(f"socket {self.name}", {k: data.get(k) for k in keys})
 
     def delay(self, *args: Any, **kwargs: Any) -> CallHandle:
         """Send a call and return its handle at once."""
@@ -158,6 +183,11 @@ class Plug:
 
     def __repr__(self) -> str:
         return f"Plug({self.name!r})"
+
+    def _repr_html_(self) -> str:
+        from .reprs import html_fields
+
+        return html_fields(f"plug {self.name}", {k: self.plug.get(k) for k in ("name", "type", "argument", "owner")})
 
 
 class ProcessorBase:

@@ -42,6 +42,18 @@ class Handle:
         with session_scope(self._settings().require_db()) as session:
             return call_tree(session, self.id, whole_flow=True)
 
+    def _repr_html_(self) -> str:
+        from .reprs import html_fields
+
+        state = "finished" if self.ready() else "running"
+        if self.ready():
+            try:
+                self.get(timeout=0)
+            except Exception as exc:  # noqa: BLE001 - shown, not raised, in a repr
+                state = f"failed: {exc}"
+        done, total = self.counts()
+        return html_fields(f"{type(self).__name__} {self.id}", {"state": state, "calls finished": f"{done}/{max(done, total)}"})
+
     def wait_interactive(self, timeout: float | None = None, interval: float = 0.2) -> Any:
         """Wait with progress: a bar in a notebook, a line of text in a terminal."""
         from .progress import progress_for

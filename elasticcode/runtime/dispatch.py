@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 
 from celery import Celery
@@ -31,6 +32,10 @@ class Target:
     socket_message: str | None
 
 
+class WaitingWarning(UserWarning):
+    """A call was queued for a processor that is not running (pending, stopped or in error)."""
+
+
 class Dispatcher:
     """One per client process: a Celery app, a Redis client and a cache of resolved sockets."""
 
@@ -44,6 +49,7 @@ class Dispatcher:
         self.events = Events(self.redis)
         self._targets: dict[str, tuple[float, Target]] = {}
         self._user: str | None = None
+        self._warned: set[str] = set()
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Dispatcher:
@@ -83,19 +89,27 @@ class Dispatcher:
     def send(self, socket: str, args: tuple = (), kwargs: dict | None = None, *, tracking: str | None = None,
              parent: str | None = None, call_id: str | None = None) -> AsyncResult:
         target = self.resolve(socket)
+        waiting = describe_wait(target)
+        if waiting and socket not in self._warned:
+            # Once per socket: the call is queued, but the user should know why nothing happens yet.
+            self._warned.add(socket)
+            warnings.warn(f"{socket}: {waiting}", WaitingWarning, stacklevel=3)
         call_id = call_id or str(uuid.uuid4())
         tracking = tracking or call_id
-        headers = {naming.H_TRACKING: tracking, naming.H_USER: self._user}
+        headers = {naming.H_TRACKING: tracking, naming.H_USER: self.user}
         if parent:
             headers[naming.H_PARENT] = parent
         self.events.emit(call_id, "queued", socket=socket, processor=target.processor, tracking=tracking,
-                         parent=parent, user=self._user)
+                         parent=parent, user=self.user)
         return self.app.send_task(target.task, args=list(args), kwargs=kwargs or {}, queue=target.queue,
                                   task_id=call_id, headers=headers)
 
     @property
     def user(self) -> str | None:
-        """The database role calls are made as (known after the first socket lookup)."""
+        """The database role calls are made as: recorded calls belong to it (row-level security)."""
+        if self._user is None:
+            with session_scope(self.settings.require_db()) as s:
+                self._user = s.execute(select(func.current_user())).scalar_one()
         return self._user
 
     def result(self, call_id: str) -> AsyncResult:
