@@ -270,6 +270,17 @@ class Agent:
                     if proc is not None:
                         self._record_worker(s, proc, worker, worker.spec.get("commit", ""))
 
+    def forward_logs(self) -> None:
+        """Publish new worker output on `ec.<processor>.log` (read from the log file: no hot-path cost)."""
+        for worker in self.workers.values():
+            lines = worker.new_log_lines()
+            if lines:
+                pipe = self.redis.pipeline(transaction=False)
+                channel = naming.channel(worker.processor, "log")
+                for line in lines:
+                    pipe.publish(channel, json.dumps({"channel": "log", "room": worker.processor, "line": line}))
+                pipe.execute()
+
     # -- main loop --------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -295,6 +306,7 @@ class Agent:
                         self.reconcile()
                         last_full = now
                     self.supervise()
+                    self.forward_logs()
                     if now - last_beat > self.heartbeat_every:
                         self.beat()
                         last_beat = now

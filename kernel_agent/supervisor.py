@@ -25,6 +25,7 @@ class WorkerProcess:
     next_start: float = 0.0
     started_at: float = 0.0
     failure: str | None = field(default=None)
+    log_offset: int = 0
 
     @property
     def spec_path(self) -> Path:
@@ -40,6 +41,7 @@ class WorkerProcess:
 
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.spec_path.write_text(json.dumps(self.spec))
         log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -68,6 +70,20 @@ class WorkerProcess:
             if line.startswith("elasticcode-worker-error: "):
                 return line.split(": ", 1)[1]
         return next((line for line in reversed(lines) if line.strip()), "worker exited")
+
+    def new_log_lines(self, limit: int = 1 << 20) -> list[str]:
+        """Complete lines the worker wrote since the last call (for `flow listen -c log`)."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self.log_offset)
+                chunk = log.read(limit)
+        except OSError:
+            return []
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return []
+        self.log_offset += end + 1
+        return chunk[: end + 1].decode(errors="replace").splitlines()
 
     def schedule_restart(self) -> None:
         self.restarts += 1

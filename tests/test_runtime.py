@@ -317,3 +317,30 @@ def test_database_outage_delays_provenance_but_loses_none(tmp_path, repo, monkey
 
         dispose_all()
         embedded.purge(home)
+
+
+def test_dead_worker_is_restarted_and_listen_shows_logs(flow, agent, repo, services):
+    network(flow, repo)
+    dispatcher = Dispatcher.for_settings(config.load())
+    assert dispatcher.send(f"{MODULE}.do_this", ("one",)).get(timeout=120) == "Do this: one"
+    before = flow_json(flow, "ls", "workers")[0]["process"]
+    client = redis_client(services["ELASTICCODE_BROKER"])
+    logs = client.pubsub(ignore_subscribe_messages=True)
+    logs.subscribe(naming.channel("proc1", "log"))
+    psutil.Process(before).kill()  # the worker's main process, not just a pool child
+
+    def restarted():
+        rows = flow_json(flow, "ls", "workers")
+        return rows[0]["process"] if rows[0]["process"] != before and rows[0]["status"] == "running" else None
+
+    after = wait_until(restarted, 60, what="the agent to restart the worker")
+    assert psutil.pid_exists(after)
+    assert dispatcher.send(f"{MODULE}.do_this", ("two",)).get(timeout=120) == "Do this: two"
+
+    def log_line():
+        message = logs.get_message(timeout=0.5)
+        return message if message and b"do_this" in message["data"] else None
+
+    line = wait_until(log_line, 30, 0.01, what="a worker log line on the log channel")
+    assert b'"channel": "log"' in line["data"]
+    logs.close()

@@ -48,7 +48,23 @@ def get_call(session: Session, call_id: str) -> m.Call:
     return call
 
 
-def call_tree(session: Session, call_id: str, whole_flow: bool = False) -> dict[str, Any]:
+class CallTree(dict):
+    """A call tree ({'call': {...}, 'children': [...]}); the Jupyter extension displays it as a graph."""
+
+    def __repr__(self) -> str:
+        lines: list[str] = []
+
+        def walk(node: dict, depth: int) -> None:
+            call = node["call"]
+            lines.append(f"{'    ' * depth}{call['name']} {call['id']} {call['state']}")
+            for child in node["children"]:
+                walk(child, depth + 1)
+
+        walk(self, 0)
+        return "\n".join(lines)
+
+
+def call_tree(session: Session, call_id: str, whole_flow: bool = False) -> CallTree:
     """The call and its descendants as nested dicts ({'call': {...}, 'children': [...]}).
 
     With `whole_flow`, start from the root of the call's flow run instead (the complete graph).
@@ -71,4 +87,4 @@ def call_tree(session: Session, call_id: str, whole_flow: bool = False) -> dict[
         kids = [] if depth > 1000 else [build(c, depth + 1) for c in children.get(call.id, ()) if c.id != call.id]
         return {"call": {c: getattr(call, c) for c in CALL_COLUMNS}, "children": kids}
 
-    return build(root)
+    return CallTree(build(root))

@@ -30,6 +30,7 @@ class Target:
     processor_status: str
     processor_message: str | None
     socket_message: str | None
+    processor_age: float = 0.0  # seconds since the processor row last changed
 
 
 class WaitingWarning(UserWarning):
@@ -116,11 +117,19 @@ class Dispatcher:
         return AsyncResult(call_id, app=self.app)
 
 
+DEPLOYING_SECONDS = 60  # a processor changed this recently is most likely being deployed
+
+
 def describe_wait(target: Target) -> str | None:
-    """Why a call may wait in its queue, or None when its processor is running."""
+    """Why a call may wait in its queue, or None when its processor is running (or being deployed)."""
     if target.processor_status == "running" and not target.socket_message:
         return None
-    reason = target.socket_message or target.processor_message or f"processor {target.processor} is {target.processor_status}"
+    if target.processor_status == "ready":
+        if target.processor_age < DEPLOYING_SECONDS:
+            return None
+        reason = f"processor {target.processor} has not been started by any agent (is one running? `flow up` or `flow agent start`)"
+    else:
+        reason = target.socket_message or target.processor_message or f"processor {target.processor} is {target.processor_status}"
     return f"{reason}; the call waits in its queue until the processor runs"
 
 
