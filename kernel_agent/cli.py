@@ -39,3 +39,39 @@ def start(ctx: FlowContext, hostname: str | None, cpus: int | None, stop_timeout
     click.echo(f"agent {node_agent.hostname} (pid {os.getpid()}) offering {node_agent.cpus} CPUs")
     node_agent.run()
     click.echo("agent stopped")
+
+
+@click.group()
+def worker() -> None:
+    """Run flow worker"""
+
+
+@worker.command("start")
+@click.option("-n", "--name", required=True, help="Processor whose worker to run")
+@pass_flow
+def worker_start(ctx: FlowContext, name: str) -> None:
+    """Run one processor's worker in the foreground, without an agent (for debugging a processor).
+
+    Plugs and call records still need an agent somewhere on the network: it publishes the
+    topology and records events."""
+    import json
+
+    from elasticcode import catalog
+    from elasticcode.db.engine import session_scope
+
+    from .agent import Agent
+
+    helper = Agent(ctx.settings, ctx.settings.home)
+    with session_scope(helper.db_url) as session:
+        proc = catalog.find(session, "processor", name)
+        sockets = [s for s in proc.sockets if s.enabled]
+        if not sockets:
+            raise click.ClickException(f"processor {name!r} has no sockets: add one with `flow add socket -pn {name}`")
+        prepared = helper._prepare(proc)
+        spec = helper._worker_spec(proc, prepared, sockets)
+    spec_path = ctx.settings.home / "workers" / f"{name}.foreground.json"
+    spec_path.parent.mkdir(parents=True, exist_ok=True)
+    spec_path.write_text(json.dumps(spec))
+    click.echo(f"worker of {name} at commit {prepared.commit[:12]} ({len(sockets)} sockets)", err=True)
+    python = str(prepared.python)
+    os.execv(python, [python, "-m", "elasticcode.runtime.worker", "--spec", str(spec_path)])

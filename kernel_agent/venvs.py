@@ -197,7 +197,10 @@ def _build(venv: Path, packages: list[str], installer: str, timeout: float,
     if installer == "uv" and not uv:
         raise CodeError("installer 'uv' is not available: pip install uv, or use installer='pip'")
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
-    env.update(PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1", UV_PYTHON_DOWNLOADS="never")
+    # uv trusts only its bundled roots unless told otherwise; pip trusts the system's. Use the
+    # system store for both, so a machine behind a TLS-inspecting proxy works the same either way.
+    env.update(PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1", UV_PYTHON_DOWNLOADS="never",
+               UV_SYSTEM_CERTS="1", UV_NATIVE_TLS="1")
     python = str(venv / "bin" / "python")
     progress(f"building virtual environment {venv.name} with {'uv' if uv else 'pip'}: {' '.join(packages)}")
     if uv:

@@ -1,8 +1,5 @@
-"""Command groups of the runtime (tasks, processors, agents, workers, listening).
-
-They are listed so `flow --help` shows the manual's whole command tree; the ones that need
-running agents say so in one line until the runtime lands.
-"""
+"""Commands of the running network: tasks, processor lifecycle, nodes, listening, compose files,
+the interval scheduler. `agent` and `worker` commands come from kernel_agent (entry points)."""
 
 from __future__ import annotations
 
@@ -10,6 +7,7 @@ import click
 
 import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 from .. import catalog
@@ -17,17 +15,6 @@ from ..errors import ElasticCodeError
 from ..runtime import codec
 from ..runtime.dispatch import Dispatcher, WaitingWarning, describe_wait
 from .context import FlowContext, pass_flow, say
-
-RUNTIME_MISSING = "needs the ElasticCode runtime (agents and workers), which this version does not ship yet"
-
-
-def _not_yet(what: str):
-    def command() -> None:
-        raise ElasticCodeError(f"`flow {what}` {RUNTIME_MISSING}")
-
-    command.__doc__ = f"{what.split()[-1].capitalize()} (arrives with the runtime)"
-    return command
-
 
 @click.group()
 def task() -> None:
@@ -139,10 +126,7 @@ def agent() -> None:
 
 @click.group()
 def worker() -> None:
-    """Run flow worker"""
-
-
-worker.command("start")(_not_yet("worker start"))
+    """Run flow worker (install kernel_agent to run one)"""
 
 
 @click.group()
@@ -150,7 +134,27 @@ def node() -> None:
     """Node management operations"""
 
 
-node.command("stats")(_not_yet("node stats"))
+@node.command("stats")
+@click.option("-n", "--name", default=None, help="Only this node")
+@pass_flow
+def node_stats(ctx: FlowContext, name: str | None) -> list[dict]:
+    """Show nodes' CPUs, memory, disk, load and their agent's last heartbeat"""
+    from ..db import model as m
+    from .context import emit
+
+    with ctx.session() as session:
+        catalog.ops.rights.require(session, "LS_NODES")
+        nodes = session.query(m.Node).order_by(m.Node.name)
+        if name:
+            nodes = nodes.filter(m.Node.name == name)
+        gib = lambda v: None if v is None else round(v / 2**30, 1)  # noqa: E731
+        rows = [{"name": n.name, "cpus": n.cpus, "load": n.cpuload, "mem_gib": gib(n.memsize), "free_mem_gib": gib(n.freemem),
+                 "disk_gib": gib(n.disksize), "free_disk_gib": gib(n.diskfree),
+                 "agent": n.agent.status if n.agent else None, "heartbeat": n.agent.heartbeat if n.agent else None}
+                for n in nodes]
+    if name and not rows:
+        raise ElasticCodeError(f"node {name!r} does not exist: agents register their node when they start")
+    return emit(ctx, rows, "Nodes")
 
 
 @click.command()
@@ -187,7 +191,34 @@ def compose() -> None:
     """Manage declarative infrastructure files"""
 
 
-compose.command("build")(_not_yet("compose build"))
+@compose.command("build")
+@click.argument("path", type=click.Path(path_type=Path))
+@pass_flow
+def compose_build(ctx: FlowContext, path: Path) -> list[str]:
+    """Create or update the queues, processors, sockets and plugs a JSON/YAML file declares"""
+    from ..catalog import compose as declarative
+
+    data = declarative.load(path)
+    with ctx.session() as session:
+        done = declarative.build(session, data, ctx.settings.repositories)
+    for line in done:
+        say(ctx, line)
+    return done
+
+
+@compose.command("remove")
+@click.argument("path", type=click.Path(path_type=Path))
+@pass_flow
+def compose_remove(ctx: FlowContext, path: Path) -> list[str]:
+    """Delete what a declarative file declares"""
+    from ..catalog import compose as declarative
+
+    data = declarative.load(path)
+    with ctx.session() as session:
+        done = declarative.remove(session, data)
+    for line in done:
+        say(ctx, line)
+    return done
 
 
 @click.group()
@@ -195,4 +226,24 @@ def scheduler() -> None:
     """Scheduler management commands"""
 
 
-scheduler.command("start")(_not_yet("scheduler start"))
+@scheduler.command("start")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C)")
+@pass_flow
+def scheduler_start(ctx: FlowContext, duration: float | None) -> int:
+    """Call every socket that has an interval, every interval seconds (foreground)"""
+    import signal
+    import threading
+
+    from ..runtime import beat
+
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if duration is not None:
+        threading.Timer(duration, stop.set).start()
+    try:
+        sent = beat.run(ctx.settings, stop, say=lambda line: click.echo(line))
+    except KeyboardInterrupt:
+        sent = 0
+    click.echo(f"scheduler stopped after {sent} calls", err=True)
+    return sent
