@@ -32,7 +32,12 @@ flow task run --socket pyfi.processors.sample.do_this --data "['some data']" --t
 # 5. Plug do_something into do_this, pipe data in, and draw the call tree.
 flow add plug -n sample.plug -s pyfi.processors.sample.do_something -t pyfi.processors.sample.do_this
 sleep 1
-echo "HI THERE!" | flow task run -s pyfi.processors.sample.do_something --timeout 60
-sleep 2
-root=$(flow --json ls calls -r 50 | python3 -c "import json,sys; print(next(c['id'] for c in json.load(sys.stdin) if c['name'].endswith('do_something')))")
+root=$(echo "HI THERE!" | flow --json task run -s pyfi.processors.sample.do_something --timeout 60 |
+       python3 -c "import json,sys; r = json.load(sys.stdin); print(r['result'], file=sys.stderr); print(r['id'])")
+# Provenance is written in batches, off the hot path: wait until the plugged child is recorded.
+for _ in $(seq 60); do
+  children=$( (flow --json ls call --id "$root" --tree | python3 -c "import json,sys; print(len(json.load(sys.stdin)['children']))") 2>/dev/null || echo 0)
+  [ "$children" -ge 1 ] && break
+  sleep 0.5
+done
 flow ls call --id "$root" --tree

@@ -12,8 +12,6 @@ from typing import Any
 
 from .. import catalog
 from ..errors import ElasticCodeError
-from ..runtime import codec
-from ..runtime.dispatch import Dispatcher, WaitingWarning, describe_wait
 from .context import FlowContext, pass_flow, say
 
 @click.group()
@@ -23,6 +21,8 @@ def task() -> None:
 
 def _read_data(data: str | None) -> tuple:
     """The call's argument: --data, else piped stdin (the manual's `echo ... | flow task run`), else none."""
+    from ..runtime import codec
+
     if data is None:
         stream = sys.stdin
         if stream is None or stream.isatty():
@@ -34,6 +34,8 @@ def _read_data(data: str | None) -> tuple:
 
 
 def _show(value: Any) -> str:
+    from ..runtime import codec
+
     return value if isinstance(value, str) else codec.dumps(value)
 
 
@@ -47,6 +49,10 @@ def _show(value: Any) -> str:
 def task_run(ctx: FlowContext, socket_name: str, data: str | None, kwargs_json: str | None, run_async: bool,
              timeout: float | None) -> Any:
     """Run a socket's function with the given data and print its result"""
+    # Celery is imported only by the commands that talk to the broker: the others start faster.
+    from ..runtime import codec
+    from ..runtime.dispatch import Dispatcher, WaitingWarning, describe_wait
+
     args = _read_data(data)
     kwargs = {}
     if kwargs_json:

@@ -59,6 +59,38 @@ class Events:
         (pipe or self.client).xadd(naming.EVENTS_STREAM, self.record(call_id, event, **fields))
 
 
+class BackgroundEvents:
+    """Events appended by a thread, in batches, so the caller never waits for Redis.
+
+    For the worker's main process (the `received` event), whose event loop must keep
+    dispatching messages; a later prerun/postrun event of the same call supersedes a lost one.
+    """
+
+    def __init__(self, client: redis.Redis, max_batch: int = 500):
+        import queue
+
+        self.client, self.max_batch = client, max_batch
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._drain, name="ec-events", daemon=True)
+        self.thread.start()
+
+    def emit(self, call_id: str, event: str, **fields: Any) -> None:
+        self.queue.put(Events.record(call_id, event, **fields))
+
+    def _drain(self) -> None:
+        while True:
+            batch = [self.queue.get()]
+            while len(batch) < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get())
+            try:
+                pipe = self.client.pipeline(transaction=False)
+                for record in batch:
+                    pipe.xadd(naming.EVENTS_STREAM, record)
+                pipe.execute()
+            except redis.RedisError:
+                time.sleep(1)  # Redis is away: these received events are superseded by prerun
+
+
 # Stores one argument of a join and, if that completes the set, claims the join exactly once.
 # KEYS[1] join hash; ARGV: ttl, argument, value, required argument names...
 JOIN_SCRIPT = """

@@ -1,20 +1,19 @@
 """One Celery task per socket: run the function, record events, forward along plugs.
 
 The hot path per call: one pipelined Redis round trip before the function (delivery count +
-prerun event), one after (postrun event), plus one publish per plug. Nothing waits for
-PostgreSQL; the agents' recorders write the events there in batches.
+prerun event). The postrun event and one publish per plug follow after Celery has stored the
+result. Nothing waits for PostgreSQL; the agents' recorders write the events in batches.
 """
 
 from __future__ import annotations
 
 import socket as _socket
 import time
-import traceback
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
 from celery.exceptions import Ignore
 
 from . import codec, naming
@@ -41,15 +40,17 @@ class SocketRuntime:
         self.max_deliveries = max_deliveries
 
     # -- the call ---------------------------------------------------------------------------
+    # Only the prerun pipeline (one Redis round trip) is on the path to the caller's result:
+    # the postrun event and the plugs go out from on_success/on_failure, which Celery runs
+    # after storing the result and before acking the message, so nothing is lost on a crash.
 
     def run(self, task: Any, socket: str, func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         request = task.request
         call_id = request.id
         tracking = _header(request, naming.H_TRACKING) or call_id
-        parent = _header(request, naming.H_PARENT)
-        common = {"socket": socket, "processor": self.processor, "tracking": tracking, "parent": parent,
-                  "argument": _header(request, naming.H_ARGUMENT), "user": _header(request, naming.H_USER),
-                  "worker": self.worker_name, "host": HOST}
+        common = {"socket": socket, "processor": self.processor, "tracking": tracking,
+                  "parent": _header(request, naming.H_PARENT), "argument": _header(request, naming.H_ARGUMENT),
+                  "user": _header(request, naming.H_USER), "worker": self.worker_name, "host": HOST}
         pipe = self.redis.pipeline(transaction=False)
         pipe.incr(naming.deliveries_key(call_id))
         pipe.expire(naming.deliveries_key(call_id), naming.DELIVERY_TTL_SECONDS)
@@ -57,20 +58,30 @@ class SocketRuntime:
         deliveries = pipe.execute()[0]
         if deliveries > self.max_deliveries:
             self._dead_letter(task, call_id, socket, args, kwargs, deliveries, common)
-        started = time.time()
-        try:
-            result = func(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - recorded, forwarded on ERROR plugs, then re-raised
-            error = f"{exc.__class__.__name__}: {exc}"
-            self.events.emit(call_id, "failure", error=error, duration=time.time() - started,
-                             deliveries=deliveries, trace=traceback.format_exc(limit=20)[-4000:], **common)
-            self._forward(socket, "ERROR", {"error": error, "socket": socket, "call": call_id}, call_id, tracking, common["user"])
-            raise
+        request.ec_common, request.ec_deliveries, request.ec_started = common, deliveries, time.time()
+        return func(*args, **kwargs)
+
+    def succeeded(self, task: Any, result: Any) -> None:
+        request = task.request
+        common = getattr(request, "ec_common", None)
+        if common is None:
+            return
         encoded = codec.dumps(result)
-        self.events.emit(call_id, "postrun", duration=time.time() - started, deliveries=deliveries,
-                         result=encoded if len(encoded) <= 65536 else None, **common)
-        self._forward(socket, "RESULT", result, call_id, tracking, common["user"], encoded)
-        return result
+        self.events.emit(request.id, "postrun", duration=time.time() - request.ec_started,
+                         deliveries=request.ec_deliveries, result=encoded if len(encoded) <= 65536 else None, **common)
+        self._forward(common["socket"], "RESULT", result, request.id, common["tracking"], common["user"], encoded)
+
+    def failed(self, task: Any, exc: BaseException, einfo: Any) -> None:
+        request = task.request
+        common = getattr(request, "ec_common", None)
+        if common is None:
+            return
+        error = f"{exc.__class__.__name__}: {exc}"
+        trace = str(getattr(einfo, "traceback", "") or "")[-4000:]
+        self.events.emit(request.id, "failure", error=error, duration=time.time() - request.ec_started,
+                         deliveries=request.ec_deliveries, trace=trace, **common)
+        self._forward(common["socket"], "ERROR", {"error": error, "socket": common["socket"], "call": request.id},
+                      request.id, common["tracking"], common["user"])
 
     def _dead_letter(self, task, call_id, socket, args, kwargs, deliveries, common) -> None:
         """A message that killed its worker too often goes aside instead of looping forever."""
@@ -114,12 +125,25 @@ class SocketRuntime:
                            task_id=task_id, headers={k: v for k, v in headers.items() if v is not None})
 
 
+class SocketTask(Task):
+    """Base of every socket task: the runtime's hooks around Celery's own result handling."""
+
+    runtime: SocketRuntime
+    socket: str
+
+    def on_success(self, retval, task_id, args, kwargs):
+        self.runtime.succeeded(self, retval)
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        self.runtime.failed(self, exc, einfo)
+
+
 def register_socket_task(app: Celery, runtime: SocketRuntime, socket: str, task_name: str, func: Callable[..., Any]):
     """Register one task. A factory per socket: a closure over a loop variable would make every
     task run the last socket's function (the original system's bug)."""
 
-    @app.task(name=task_name, bind=True, acks_late=True, reject_on_worker_lost=True)
     def socket_task(self, *args, **kwargs):
         return runtime.run(self, socket, func, args, kwargs)
 
-    return socket_task
+    return app.task(name=task_name, bind=True, base=SocketTask, acks_late=True, reject_on_worker_lost=True,
+                    runtime=runtime, socket=socket)(socket_task)

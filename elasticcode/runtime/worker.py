@@ -18,7 +18,7 @@ from celery.signals import task_received
 
 from . import naming
 from .app import make_app
-from .coord import Events, redis_client, coordination_url
+from .coord import BackgroundEvents, coordination_url, redis_client
 from .sockettask import SocketRuntime, register_socket_task
 
 EXIT_BAD_CODE = 3
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     for sock in spec["sockets"]:
         register_socket_task(app, runtime, sock["name"], sock["task"], functions[sock["name"]])
 
-    events = Events(client)
+    events = BackgroundEvents(client)
 
     @task_received.connect(weak=False)
     def on_received(request=None, **_):
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     queues = sorted({sock["queue"] for sock in spec["sockets"]})
     worker = app.Worker(
         hostname=worker_name, pool="prefork", concurrency=int(spec.get("concurrency", 1)), queues=queues,
-        loglevel=spec.get("loglevel", "INFO"), without_gossip=True, without_mingle=True, optimization="fair",
+        loglevel=spec.get("loglevel", "INFO"), without_gossip=True, without_mingle=True,
     )
     worker.start()
     sys.exit(worker.exitcode)

@@ -1,0 +1,107 @@
+"""What recording costs: an ElasticCode socket call against the same raw Celery task, same broker,
+same settings, same machine, in one run (ratios, not seconds, are what to compare).
+
+    python bench/call_overhead.py [redis://127.0.0.1:6379/14] [calls]
+
+Measures round trips (send + wait for the result, one at a time) in alternating rounds, the
+throughput of a burst, and the extra latency of one plug hop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+FIXTURES = HERE / "fixtures"
+
+
+def start(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def main(broker: str = "redis://127.0.0.1:6379/14", calls: int = 300) -> None:
+    sys.path.insert(0, str(FIXTURES))
+    from elasticcode.runtime import naming
+    from elasticcode.runtime.app import make_app
+    from elasticcode.runtime.coord import publish_topology, redis_client
+
+    client = redis_client(broker)
+    client.flushdb()
+    env = {**os.environ, "BENCH_BROKER": broker, "PYTHONPATH": f"{FIXTURES}:{os.environ.get('PYTHONPATH', '')}"}
+    tmp = Path(tempfile.mkdtemp(prefix="ecbench"))
+    sockets = [{"name": "b.echo", "function": "echo", "task": "b.echo", "queue": "bq.bench"},
+               {"name": "b.source", "function": "echo", "task": "b.source", "queue": "bq.bench"},
+               {"name": "b.add_one", "function": "add_one", "task": "b.add_one", "queue": "bq.bench"}]
+    spec = {"processor": "bench", "module": "benchfuncs", "import_path": str(FIXTURES), "concurrency": 1,
+            "broker": broker, "backend": broker, "sockets": sockets, "loglevel": "WARNING"}
+    (tmp / "spec.json").write_text(json.dumps(spec))
+    publish_topology(client, {
+        "b.echo": {"task": "b.echo", "queue": "bq.bench", "plugs": [], "join": []},
+        "b.source": {"task": "b.source", "queue": "bq.bench", "plugs": [
+            {"name": "hop", "type": "RESULT", "target": "b.add_one", "argument": "x"}], "join": []},
+        "b.add_one": {"task": "b.add_one", "queue": "bq.bench", "plugs": [], "join": ["x"]},
+    })
+    workers = [
+        start([sys.executable, "-m", "celery", "-A", "rawapp", "worker", "-P", "prefork", "-c", "1", "-Q", "raw",
+               "--loglevel", "WARNING", "--without-gossip", "--without-mingle"], env, tmp / "raw.log"),
+        start([sys.executable, *(os.environ.get("BENCH_EC_WORKER", "-m elasticcode.runtime.worker").split()), "--spec", str(tmp / "spec.json")], env, tmp / "ec.log"),
+    ]
+    app = make_app(broker, broker)
+    try:
+        time.sleep(3)
+        for name, queue in (("raw.echo", "raw"), ("b.echo", "bq.bench")):
+            app.send_task(name, args=[0], queue=queue).get(timeout=60)  # warm both
+
+        def round_trip(name: str, queue: str) -> float:
+            t = time.perf_counter()
+            app.send_task(name, args=[1], queue=queue).get(timeout=30)
+            return time.perf_counter() - t
+
+        raw, ours = [], []
+        for _ in range(calls // 50):  # alternate in rounds so machine noise hits both alike
+            raw += [round_trip("raw.echo", "raw") for _ in range(25)]
+            ours += [round_trip("b.echo", "bq.bench") for _ in range(25)]
+        r, o = statistics.median(raw), statistics.median(ours)
+        print(f"round trip, median of {len(raw)}: raw Celery {r * 1000:.2f} ms, ElasticCode {o * 1000:.2f} ms, "
+              f"ratio {o / r:.2f}")
+
+        def burst(name: str, queue: str, n: int) -> float:
+            t = time.perf_counter()
+            results = [app.send_task(name, args=[i], queue=queue) for i in range(n)]
+            for res in results:
+                res.get(timeout=120)
+            return n / (time.perf_counter() - t)
+
+        br, bo = burst("raw.echo", "raw", calls), burst("b.echo", "bq.bench", calls)
+        print(f"burst of {calls}: raw Celery {br:.0f} calls/s, ElasticCode {bo:.0f} calls/s, ratio {br / bo:.2f}")
+
+        hops = []
+        for _ in range(50):
+            tracking = str(uuid.uuid4())
+            t = time.perf_counter()
+            app.send_task("b.source", args=[1], queue="bq.bench", task_id=tracking,
+                          headers={naming.H_TRACKING: tracking}).get(timeout=30)
+            first = time.perf_counter()
+            app.AsyncResult(naming.join_call_id("b.add_one", tracking)).get(timeout=30)
+            hops.append((time.perf_counter() - first, first - t))
+        hop = statistics.median(h for h, _ in hops)
+        print(f"plug hop: the plugged call's result arrives {hop * 1000:.2f} ms after the source's (median of 50)")
+        print(f"events written to the stream: {client.xlen(naming.EVENTS_STREAM)}")
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(20)
+        client.flushdb()
+
+
+if __name__ == "__main__":
+    main(*(sys.argv[1:2] or []), *([int(sys.argv[2])] if len(sys.argv) > 2 else []))
