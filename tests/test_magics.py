@@ -124,3 +124,15 @@ def test_processor_cell_errors(ip, flow):
         ip.run_cell_magic("flow", "socket x", "def f():\n    return 1\n")
     with pytest.raises(UsageError):
         ip.run_cell_magic("flow", "processor p -c notanumber", "def f():\n    return 1\n")
+
+
+def test_processor_cell_pushes_to_a_remote(ip, flow, tmp_path):
+    import git
+
+    bare = tmp_path / "shared.git"
+    git.Repo.init(bare, bare=True)
+    published = ip.run_cell_magic("flow", f"processor remote_one --remote {bare}", "def f(x):\n    return x\n")
+    assert published.repository == str(bare)
+    assert git.Repo(bare).commit("main").hexsha == published.commit
+    procs = __import__("json").loads(flow("--json", "ls", "processors").out)
+    assert [(p["name"], p["gitrepo"], p["commit"]) for p in procs] == [("remote_one", str(bare), published.commit)]
