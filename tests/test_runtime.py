@@ -12,7 +12,7 @@ import pytest
 from elasticcode import config
 from elasticcode.runtime import naming
 from elasticcode.runtime.coord import redis_client
-from elasticcode.runtime.dispatch import Dispatcher
+from elasticcode.runtime.dispatch import Dispatcher, WaitingWarning
 from runtime_helpers import AgentProcess, commit_change, flow_json, make_repo, wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -183,7 +183,9 @@ def test_stopped_processor_keeps_calls_queued_and_new_commit_runs(flow, agent, r
     assert dispatcher.send(f"{MODULE}.do_this", ("a",)).get(timeout=120) == "Do this: a"
     assert flow("proc", "stop", "-n", "proc1").code == 0
     wait_until(lambda: flow_json(flow, "ls", "processors")[0]["status"] == "stopped", 30, what="processor stopped")
-    queued = dispatcher.send(f"{MODULE}.do_this", ("b",))
+    dispatcher._targets.clear()  # forget the cached "running" status
+    with pytest.warns(WaitingWarning, match="proc1 is stopped"):
+        queued = dispatcher.send(f"{MODULE}.do_this", ("b",))
     time.sleep(2)
     assert not queued.ready()
     sha = commit_change(repo, "pyfi/processors/sample.py",
