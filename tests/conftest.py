@@ -111,6 +111,24 @@ def db_url(admin_url: str) -> str:
 
 
 @pytest.fixture
+def services(db_url, redis_base, home, monkeypatch):
+    """The run's database plus an emptied Redis as broker and backend, in the environment."""
+    from elasticcode.client import api as client_api
+    from elasticcode.runtime.coord import redis_client
+    from elasticcode.runtime.dispatch import Dispatcher
+
+    redis_client(redis_base).flushdb()
+    env = {"ELASTICCODE_DB": db_url, "ELASTICCODE_BROKER": redis_base, "ELASTICCODE_BACKEND": redis_base}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    Dispatcher._instances.clear()
+    client_api.reset_settings()
+    yield env
+    client_api.reset_settings()
+    redis_client(redis_base).flushdb()
+
+
+@pytest.fixture
 def home(tmp_path: Path, monkeypatch) -> Path:
     """A private ELASTICCODE_HOME with no configuration from the environment."""
     path = tmp_path / "ech"

@@ -170,6 +170,9 @@ def test_quickstart_draws_the_graph_in_a_browser(lab, tmp_path):
             keep.mkdir(parents=True, exist_ok=True)
             shutil.copy(out, keep / "quickstart.png")
             shutil.copy(tmp_path / "quickstart-graph.png", keep / "quickstart-graph.png")
+        except BaseException:
+            page.screenshot(path=str(tmp_path / "failure.png"))  # what the page showed when it failed
+            raise
         finally:
             (tmp_path / "console.log").write_text("\n".join(console))
             browser.close()

@@ -17,8 +17,6 @@ import pytest
 import elasticcode
 from elasticcode.client import api as client_api
 from elasticcode.errors import ElasticCodeError
-from elasticcode.runtime.coord import redis_client
-from elasticcode.runtime.dispatch import Dispatcher
 from runtime_helpers import AgentProcess, wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -35,18 +33,6 @@ def ds(*messages):  # the sample module's functions, evaluated here for expected
 def dt(*messages):
     return "Do this: " + ", ".join(str(m) for m in messages)
 
-
-@pytest.fixture
-def services(db_url, redis_base, home, monkeypatch):
-    redis_client(redis_base).flushdb()
-    env = {"ELASTICCODE_DB": db_url, "ELASTICCODE_BROKER": redis_base, "ELASTICCODE_BACKEND": redis_base}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    Dispatcher._instances.clear()
-    client_api._settings = None
-    yield env
-    client_api._settings = None
-    redis_client(redis_base).flushdb()
 
 
 @pytest.fixture

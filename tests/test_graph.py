@@ -121,7 +121,7 @@ def test_live_burst_is_batched(network, settings):
         return nodes["this"].classes == "socket done" and "✓100" in nodes["this"].data["label"] and \
             nodes["something"].classes == "socket failed" and nodes["other"].classes == "socket running"
 
-    wait_until(settled, 2.0, 0.02, "the burst to show in the graph")
+    wait_until(settled, 10.0, 0.02, "the burst to show in the graph")  # ~0.3 s when the machine is quiet
     elapsed = time.monotonic() - started
     nodes = by_name(graph)
     assert nodes["this"].data["label"] == "this\n⏳0 ▶0 ✓100 ✗0"
@@ -278,18 +278,6 @@ def test_call_tree_widget_caps_a_thousand_nodes():
     assert len(call_tree_widget(chain).graph.nodes) == 300
 
 
-@pytest.fixture
-def services(db_url, redis_base, home, monkeypatch):
-    from elasticcode.runtime.dispatch import Dispatcher
-
-    redis_client(redis_base).flushdb()
-    env = {"ELASTICCODE_DB": db_url, "ELASTICCODE_BROKER": redis_base, "ELASTICCODE_BACKEND": redis_base}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    Dispatcher._instances.clear()
-    yield env
-    redis_client(redis_base).flushdb()
-
 
 def test_live_graph_follows_real_calls_of_a_real_agent(flow, services, home, tmp_path, settings):
     repo = make_repo(tmp_path / "repo")
@@ -348,7 +336,7 @@ def test_live_graph_in_a_real_kernel_sends_few_widget_messages(network, settings
             if msg["msg_type"] == "comm_msg" and msg["content"]["data"].get("method") == "update":
                 updates.append(msg["content"]["data"]["state"])
         labels = [u["data"]["label"] for u in updates if "data" in u]
-        assert reply["content"]["status"] == "ok" and latency < 1.0, latency
+        assert reply["content"]["status"] == "ok" and latency < 3.0, latency  # ~10 ms when quiet
         assert labels and labels[-1] == "this\n⏳0 ▶0 ✓125 ✗0", labels
         assert len(updates) <= 8, len(updates)  # one message per batch, not one per event
         stop = kernel.execute_interactive("assert g.stop_live(); assert not g.live.running", timeout=10)

@@ -20,19 +20,6 @@ pytestmark = pytest.mark.timeout(300)
 MODULE = "pyfi.processors.sample"
 
 
-@pytest.fixture
-def services(db_url, redis_base, home, monkeypatch):
-    """Model database + Redis broker/backend, emptied for each test."""
-    url = redis_base
-    client = redis_client(url)
-    client.flushdb()
-    monkeypatch.setenv("ELASTICCODE_DB", db_url)
-    monkeypatch.setenv("ELASTICCODE_BROKER", url)
-    monkeypatch.setenv("ELASTICCODE_BACKEND", url)
-    Dispatcher._instances.clear()
-    yield {"ELASTICCODE_DB": db_url, "ELASTICCODE_BROKER": url, "ELASTICCODE_BACKEND": url}
-    client.flushdb()
-
 
 @pytest.fixture
 def agent(services, home):

@@ -197,19 +197,23 @@ def compose() -> None:
     """Manage declarative infrastructure files"""
 
 
+def _compose(ctx: FlowContext, path: Path, build: bool) -> list[str]:
+    from ..catalog import compose as declarative
+
+    data = declarative.load(path)
+    with ctx.session() as session:
+        done = declarative.build(session, data, ctx.settings.repositories) if build else declarative.remove(session, data)
+    for line in done:
+        say(ctx, line)
+    return done
+
+
 @compose.command("build")
 @click.argument("path", type=click.Path(path_type=Path))
 @pass_flow
 def compose_build(ctx: FlowContext, path: Path) -> list[str]:
     """Create or update the queues, processors, sockets and plugs a JSON/YAML file declares"""
-    from ..catalog import compose as declarative
-
-    data = declarative.load(path)
-    with ctx.session() as session:
-        done = declarative.build(session, data, ctx.settings.repositories)
-    for line in done:
-        say(ctx, line)
-    return done
+    return _compose(ctx, path, build=True)
 
 
 @compose.command("remove")
@@ -217,14 +221,7 @@ def compose_build(ctx: FlowContext, path: Path) -> list[str]:
 @pass_flow
 def compose_remove(ctx: FlowContext, path: Path) -> list[str]:
     """Delete what a declarative file declares"""
-    from ..catalog import compose as declarative
-
-    data = declarative.load(path)
-    with ctx.session() as session:
-        done = declarative.remove(session, data)
-    for line in done:
-        say(ctx, line)
-    return done
+    return _compose(ctx, path, build=False)
 
 
 @click.group()

@@ -44,8 +44,18 @@ class WidgetProgress:
             self.label.value = error
 
 
+def _in_kernel() -> bool:
+    """Inside a Jupyter kernel (not merely with ipykernel imported somewhere in the process)."""
+    if "IPython" not in sys.modules:
+        return False
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def progress_for(handle):
-    if "ipykernel" in sys.modules:
+    if _in_kernel():
         try:
             return WidgetProgress(handle)
         except ImportError:
