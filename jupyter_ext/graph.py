@@ -130,7 +130,9 @@ class FlowGraph(w.HBox):
 
     def __init__(self, settings: Settings, flow: str | None = None, calls_shown: int = 20):
         self.settings, self.flow, self.calls_shown = settings, flow, calls_shown
-        self.cyto = CytoscapeWidget(layout=w.Layout(width="70%", height="520px"))
+        # Full width of its own box: cytoscape fits the graph to its first size, so the 70% must
+        # belong to the wrapper, or the graph is laid out for the whole row and clipped.
+        self.cyto = CytoscapeWidget(layout=w.Layout(width="100%", height="520px"))
         self.cyto.set_style(STYLE)
         self.cyto.cytoscape_layout = LAYOUT
         self.cyto.on("node", "click", self.on_node_click)
@@ -141,7 +143,7 @@ class FlowGraph(w.HBox):
         bar = w.HBox([refresh, self.status])
         panel = w.VBox([bar, self.details], layout=w.Layout(width="30%", max_height="520px", overflow="auto"))
         self._parts = [refresh, self.status, bar, self.details, panel]  # closed with the graph
-        super().__init__([self.cyto, panel])
+        super().__init__([w.Box([self.cyto], layout=w.Layout(width="70%")), panel])
         if hasattr(self.comm, "on_close"):  # the front end closed the widget: end the thread too
             self.comm.on_close(lambda _msg: self.stop_live(0))
         self.topology = Topology()

@@ -54,7 +54,7 @@ class SocketState:
         return "done" if self.finished else ""
 
     def line(self) -> str:
-        return f"⏳{self.queued} ▶{self.running} ✓{self.finished} ✗{self.failed}"
+        return f"⋯{self.queued} ▶{self.running} ✓{self.finished} ✗{self.failed}"  # glyphs common fonts have
 
 
 class StateTally:

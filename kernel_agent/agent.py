@@ -66,6 +66,7 @@ class Agent:
         self.node_id: str | None = None
         self._published = ""
         self._prepared: dict[str, tuple[str, object]] = {}  # processor id -> (spec key, PreparedCode)
+        self._checked: dict[tuple, dict[str, str]] = {}
 
     # -- registration and heartbeat ---------------------------------------------------------
 
@@ -146,6 +147,13 @@ class Agent:
         self._prepared[proc.id] = (key, prepared)
         return prepared
 
+    def _check(self, prepared, module: str, functions: list[str]) -> dict[str, str]:
+        """Which functions the module lacks; cached, since it starts a python process in the venv."""
+        key = (prepared.commit, str(prepared.import_path), str(prepared.python), module, tuple(functions))
+        if key not in self._checked:
+            self._checked[key] = self.code.check_module(prepared, module, functions)
+        return self._checked[key]
+
     def _worker_spec(self, proc: m.Processor, prepared, sockets: list[m.Socket]) -> dict:
         return {
             "processor": proc.name,
@@ -187,7 +195,7 @@ class Agent:
             return
         try:
             prepared = self._prepare(proc)
-            problems = self.code.check_module(prepared, proc.module, sorted({x.task.function for x in sockets}))
+            problems = self._check(prepared, proc.module, sorted({x.task.function for x in sockets}))
         except ElasticCodeError as exc:
             self._stop_worker(proc.id)
             self._set_status(proc, "error", str(exc))

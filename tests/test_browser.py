@@ -122,18 +122,24 @@ def test_quickstart_draws_the_graph_in_a_browser(lab, tmp_path):
         browser = pw.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
             viewport={"width": 1400, "height": 1000})
+        page = None
         try:
             page = browser.new_page()
             page.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
             page.on("pageerror", lambda exc: console.append(f"pageerror: {exc}"))
             page.goto(f"{lab['base']}/lab/tree/{NOTEBOOK.name}?token={lab['token']}", timeout=120_000)
             page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-CodeCell", timeout=120_000)
-            wait_for(page, "() => document.querySelector('.jp-Notebook-ExecutionIndicator')"
-                           "?.getAttribute('data-status') === 'idle'", 120, "the kernel to start")
+            # The toolbar's indicator says "idle" before any kernel exists, and Run All then does
+            # nothing: wait for the status bar's "Python 3 (ipykernel) | Idle".
+            wait_for(page, "() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]"
+                           ".some(e => /\\(ipykernel\\) \\| Idle$/.test(e.textContent))", 120, "the kernel to start")
 
             # Run > Run All Cells, as a user would.
             page.locator("#jp-MainMenu .lm-MenuBar-item", has_text="Run").first.click()
             page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            first = page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt").first
+            wait_for(page, "el => /\\[(\\*|\\d+)\\]/.test(el.textContent)", 60, "Run All Cells to start",
+                     arg=first.element_handle())
 
             # Done when every code cell has a number (none "[*]" or blank) and the kernel is idle.
             done = """() => {
@@ -154,7 +160,7 @@ def test_quickstart_draws_the_graph_in_a_browser(lab, tmp_path):
             graph.first.wait_for(state="visible", timeout=60_000)
             # cytoscape's node layer ("layer2-node") holds nodes and edges: it must have drawn pixels.
             drawn = """el => {
-                const c = el.querySelector('canvas[data-id="layer2-node"]') || el.querySelector('canvas');
+                const c = el.querySelector('canvas[data-id="layer2-node"]');
                 if (!c || !c.width || !c.height) return 0;
                 const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
                 let n = 0;
@@ -163,6 +169,18 @@ def test_quickstart_draws_the_graph_in_a_browser(lab, tmp_path):
             }"""
             wait_for(page, f"el => ({drawn})(el) > 500", 60, "cytoscape to draw the graph",
                      arg=graph.first.element_handle())
+            # cytoscape registers its instance on the container (`_cyreg`): ask it what it shows.
+            shown = graph.first.evaluate("""el => {
+                const cy = [el, ...el.querySelectorAll('div')].find(d => d._cyreg)._cyreg.cy;
+                const box = cy.elements().renderedBoundingBox();
+                return {nodes: cy.nodes().map(n => n.data('label').split('\\n')[0]), edges: cy.edges().length,
+                        box: [box.x1, box.y1, box.x2, box.y2], size: [cy.width(), cy.height()]};
+            }""")
+            assert {"sample", "sample.do_something", "sample.do_this"} <= set(shown["nodes"]), shown
+            assert shown["edges"] >= 1, shown
+            x1, y1, x2, y2 = shown["box"]
+            width, height = shown["size"]
+            inside = x1 >= -1 and y1 >= -1 and x2 <= width + 1 and y2 <= height + 1
             out = tmp_path / "quickstart.png"
             page.screenshot(path=str(out))
             graph.first.screenshot(path=str(tmp_path / "quickstart-graph.png"))
@@ -170,8 +188,11 @@ def test_quickstart_draws_the_graph_in_a_browser(lab, tmp_path):
             keep.mkdir(parents=True, exist_ok=True)
             shutil.copy(out, keep / "quickstart.png")
             shutil.copy(tmp_path / "quickstart-graph.png", keep / "quickstart-graph.png")
+            # Checked after the screenshots, so that a clipped graph can be seen.
+            assert inside, f"the graph is drawn outside its {width}x{height} view (clipped): {shown}"
         except BaseException:
-            page.screenshot(path=str(tmp_path / "failure.png"))  # what the page showed when it failed
+            if page:
+                page.screenshot(path=str(tmp_path / "failure.png"))  # what the page showed when it failed
             raise
         finally:
             (tmp_path / "console.log").write_text("\n".join(console))

@@ -46,6 +46,16 @@ def execute(path: Path, home: Path, out_dir: Path) -> nbformat.NotebookNode:
     return book
 
 
+def plugged_children(home: Path) -> int:
+    from sqlalchemy import text
+
+    from elasticcode import embedded
+    from elasticcode.db.engine import get_engine
+
+    with get_engine(embedded.urls(home).admin_db).connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM call WHERE parent IS NOT NULL AND name = 'sample.do_this'")).scalar()
+
+
 def outputs(book) -> list[dict]:
     return [o for cell in book.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
 
@@ -61,6 +71,7 @@ def test_notebook_runs_clean(path, notebook_home, tmp_path):
         assert WIDGET_VIEW in text  # the live graph and the call tree are widgets
         assert "Do this: some data" in text and "TEXT:HI THERE!" in text
         assert "widgets" in book.metadata and book.metadata["widgets"]
+        assert plugged_children(notebook_home) >= 1  # the plug fired for the call right after it
     if path.stem == "workflow":
         assert "wf.add_two" in text and "54" in text
     if path.stem == "provenance":

@@ -333,3 +333,23 @@ def test_dead_worker_is_restarted_and_listen_shows_logs(flow, agent, repo, servi
     line = wait_until(log_line, 30, 0.01, what="a worker log line on the log channel")
     assert b'"channel": "log"' in line["data"]
     logs.close()
+
+
+def test_a_plug_applies_to_the_next_call_once_published(flow, agent, repo, services):
+    network(flow, repo)
+    dispatcher = Dispatcher.for_settings(config.load())
+    assert dispatcher.send(f"{MODULE}.do_something", ("warm",)).get(timeout=120) == "TEXT:warm"
+    client = redis_client(services["ELASTICCODE_BROKER"])
+    before = int(client.get(naming.TOPOLOGY_VERSION_KEY) or 0)
+    added = time.monotonic()
+    assert flow("add", "plug", "-n", "p1", "-s", f"{MODULE}.do_something", "-t", f"{MODULE}.do_this").code == 0
+    wait_until(lambda: int(client.get(naming.TOPOLOGY_VERSION_KEY) or 0) > before, 10, 0.01, what="the agent to publish")
+    published = time.monotonic() - added
+    first = dispatcher.send(f"{MODULE}.do_something", ("right away",))  # no sleep: the very next call
+    assert first.get(timeout=60) == "TEXT:right away"
+
+    def child():
+        return [c for c in calls(flow) if c["parent"] == first.id] or None
+
+    assert wait_until(child, 30, what="the plugged call of the very next call")[0]["name"] == f"{MODULE}.do_this"
+    assert published < 2.0, f"the agent took {published:.2f}s to publish the new plug"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -52,9 +55,37 @@ def ls() -> None:
     """List database objects and their relations"""
 
 
+TOPOLOGY_KINDS = ("socket", "plug")
+
+
+@contextlib.contextmanager
+def topology_change(ctx: FlowContext, kind: Kind) -> Iterator[None]:
+    """Return only once the agents have published a socket or plug change (at most 2 s), so the
+    next call made after the command uses the new topology. Without a reachable Redis, no wait."""
+    client, before = None, None
+    if kind.name in TOPOLOGY_KINDS and (ctx.settings.broker or ctx.settings.backend):
+        try:
+            from ..runtime import naming
+            from ..runtime.coord import coordination_url, redis_client
+
+            client = redis_client(coordination_url(ctx.settings.broker, ctx.settings.backend))
+            before = client.get(naming.TOPOLOGY_VERSION_KEY)
+        except Exception:  # noqa: BLE001 - no coordination store: nothing to wait for
+            client = None
+    yield
+    if client is None or before is None:  # no agent has ever published: none to wait for
+        return
+    deadline = time.monotonic() + 2.0
+    try:
+        while time.monotonic() < deadline and client.get(naming.TOPOLOGY_VERSION_KEY) == before:
+            time.sleep(0.02)
+    except Exception:  # noqa: BLE001
+        return
+
+
 def _add_command(kind: Kind):
     def command(ctx: FlowContext, **values: Any) -> None:
-        with ctx.session() as session:
+        with topology_change(ctx, kind), ctx.session() as session:
             obj = catalog.add(session, kind.name, values, ctx.settings.repositories)
             name, oid = obj.name, obj.id
         say(ctx, f"{kind.name} {name} added", id=oid, name=name)
@@ -66,7 +97,7 @@ def _add_command(kind: Kind):
 def _update_command(kind: Kind):
     def command(ctx: FlowContext, rename: str | None, **values: Any) -> None:
         name = values.pop("name")
-        with ctx.session() as session:
+        with topology_change(ctx, kind), ctx.session() as session:
             if any(v is not None for v in values.values()):
                 catalog.update(session, kind.name, name, values, ctx.settings.repositories)
             if rename:
@@ -84,7 +115,7 @@ def _delete_command(kind: Kind):
     @click.option("-n", "--name", required=True, help=f"Name of the {kind.name}")
     @pass_flow
     def command(ctx: FlowContext, name: str) -> None:
-        with ctx.session(admin=kind.name == "user") as session:
+        with topology_change(ctx, kind), ctx.session(admin=kind.name == "user") as session:
             if kind.name == "user":
                 users.delete_user(session, name)
             else:

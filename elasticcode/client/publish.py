@@ -100,7 +100,9 @@ def publish_processor(settings: Settings, name: str, source: str, concurrency: i
     wanted = {f"{name}.{f}": f for f in functions}
     removed: list[str] = []
     with session_scope(settings.require_db()) as s:
-        values: dict[str, Any] = {"module": name, "gitrepo": gitrepo, "commit": sha, "requirements": requirements or None}
+        # Deploying a cell means running it, also after `%flow proc stop`.
+        values: dict[str, Any] = {"module": name, "gitrepo": gitrepo, "commit": sha, "requirements": requirements or None,
+                                  "requested_status": "running"}
         if concurrency is not None:
             values["concurrency"] = concurrency
         try:

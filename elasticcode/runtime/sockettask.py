@@ -55,7 +55,9 @@ class SocketRuntime:
         pipe.incr(naming.deliveries_key(call_id))
         pipe.expire(naming.deliveries_key(call_id), naming.DELIVERY_TTL_SECONDS)
         self.events.emit(call_id, "prerun", pipe=pipe, **common)
-        deliveries = pipe.execute()[0]
+        pipe.get(naming.TOPOLOGY_VERSION_KEY)
+        replies = pipe.execute()
+        deliveries, request.ec_topology = replies[0], replies[-1]
         if deliveries > self.max_deliveries:
             self._dead_letter(task, call_id, socket, args, kwargs, deliveries, common)
         request.ec_common, request.ec_deliveries, request.ec_started = common, deliveries, time.time()
@@ -69,7 +71,8 @@ class SocketRuntime:
         encoded = codec.dumps(result)
         self.events.emit(request.id, "postrun", duration=time.time() - request.ec_started,
                          deliveries=request.ec_deliveries, result=encoded if len(encoded) <= 65536 else None, **common)
-        self._forward(common["socket"], "RESULT", result, request.id, common["tracking"], common["user"], encoded)
+        self._forward(common["socket"], "RESULT", result, request.id, common["tracking"], common["user"], encoded,
+                      version=getattr(request, "ec_topology", None))
 
     def failed(self, task: Any, exc: BaseException, einfo: Any) -> None:
         request = task.request
@@ -81,7 +84,7 @@ class SocketRuntime:
         self.events.emit(request.id, "failure", error=error, duration=time.time() - request.ec_started,
                          deliveries=request.ec_deliveries, trace=trace, **common)
         self._forward(common["socket"], "ERROR", {"error": error, "socket": common["socket"], "call": request.id},
-                      request.id, common["tracking"], common["user"])
+                      request.id, common["tracking"], common["user"], version=getattr(request, "ec_topology", None))
 
     def _dead_letter(self, task, call_id, socket, args, kwargs, deliveries, common) -> None:
         """A message that killed its worker too often goes aside instead of looping forever."""
@@ -96,8 +99,8 @@ class SocketRuntime:
     # -- plugs ------------------------------------------------------------------------------
 
     def _forward(self, socket: str, kind: str, value: Any, call_id: str, tracking: str, user: str | None,
-                 encoded: str | None = None) -> None:
-        spec = self.topology.socket(socket)
+                 encoded: str | None = None, version: bytes | None = None) -> None:
+        spec = self.topology.socket(socket, version)
         if not spec:
             return
         for plug in spec.get("plugs", ()):
