@@ -162,3 +162,10 @@ def test_unreachable_database_is_one_clear_line(home, monkeypatch):
     message = err.getvalue().decode()
     assert exit_info.value.code == 1
     assert "cannot reach the model database" in message and "secret" not in message and "***" in message
+
+
+def test_call_lookups_name_bad_ids(flow):
+    assert "is not a call id" in flow("ls", "call", "--id", "nope").err
+    assert "is not a call id" in flow("ls", "calls", "-t", "nope").err
+    missing = flow("ls", "call", "--id", "00000000-0000-0000-0000-000000000000")
+    assert missing.code == 1 and "does not exist" in missing.err

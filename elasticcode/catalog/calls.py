@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy import func, select
@@ -26,7 +27,7 @@ def page_of_calls(
     if unfinished:
         query = query.where(m.Call.finished.is_(None))
     if tracking:
-        query = query.where(m.Call.tracking == tracking)
+        query = query.where(m.Call.tracking == _call_id(tracking, "tracking id"))
     if task:
         query = query.where(m.Call.name == task)
     total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
@@ -35,14 +36,18 @@ def page_of_calls(
     return [{c: getattr(call, c) for c in CALL_COLUMNS} for call in calls], total
 
 
+def _call_id(value: str, what: str = "call id") -> str:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, TypeError, AttributeError):
+        raise ElasticCodeError(f"{what} {value!r} is not a call id: copy one from `flow ls calls`") from None
+
+
 def get_call(session: Session, call_id: str) -> m.Call:
     rights.require(session, "LS_CALLS")
-    try:
-        call = session.execute(
-            select(m.Call).options(selectinload(m.Call.events)).where(m.Call.id == call_id)
-        ).scalar()
-    except Exception:
-        call = None
+    call = session.execute(
+        select(m.Call).options(selectinload(m.Call.events)).where(m.Call.id == _call_id(call_id))
+    ).scalar()
     if call is None:
         raise NotFound(f"call {call_id!r} does not exist: list calls with `flow ls calls`")
     return call
