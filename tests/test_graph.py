@@ -124,9 +124,9 @@ def test_live_burst_is_batched(network, settings):
     wait_until(settled, 10.0, 0.02, "the burst to show in the graph")  # ~0.3 s when the machine is quiet
     elapsed = time.monotonic() - started
     nodes = by_name(graph)
-    assert nodes["this"].data["label"] == "this\n⏳0 ▶0 ✓100 ✗0"
-    assert nodes["something"].data["label"] == "something\n⏳0 ▶0 ✓0 ✗20"
-    assert nodes["other"].data["label"] == "other\n⏳0 ▶10 ✓0 ✗0"
+    assert nodes["this"].data["label"] == "this\n⋯0 ▶0 ✓100 ✗0"
+    assert nodes["something"].data["label"] == "something\n⋯0 ▶0 ✓0 ✗20"
+    assert nodes["other"].data["label"] == "other\n⋯0 ▶10 ✓0 ✗0"
     assert graph.live.tally.absorbed == 500
     print(f"\n500-event burst shown after {elapsed:.2f}s in {graph.applied} widget batches")
     assert graph.applied <= 2 + elapsed * 4 and graph.applied < 20, graph.applied  # batches, not 500 updates
@@ -337,7 +337,7 @@ def test_live_graph_in_a_real_kernel_sends_few_widget_messages(network, settings
                 updates.append(msg["content"]["data"]["state"])
         labels = [u["data"]["label"] for u in updates if "data" in u]
         assert reply["content"]["status"] == "ok" and latency < 3.0, latency  # ~10 ms when quiet
-        assert labels and labels[-1] == "this\n⏳0 ▶0 ✓125 ✗0", labels
+        assert labels and labels[-1] == "this\n⋯0 ▶0 ✓125 ✗0", labels
         assert len(updates) <= 8, len(updates)  # one message per batch, not one per event
         stop = kernel.execute_interactive("assert g.stop_live(); assert not g.live.running", timeout=10)
         assert stop["content"]["status"] == "ok"
