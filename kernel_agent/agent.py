@@ -28,6 +28,7 @@ from elasticcode.db.engine import get_engine, session_scope
 from elasticcode.errors import ElasticCodeError
 from elasticcode.runtime import naming
 from elasticcode.runtime.coord import coordination_url, publish_topology, redis_client
+from elasticcode.security import redact_url
 
 from . import nodeinfo, topology
 from .code import CodeCache, CodeSpec
@@ -231,13 +232,7 @@ class Agent:
             s.add(row)
         row.agent_id, row.hostname, row.process, row.concurrency = self.agent_id, self.hostname, worker.pid, proc.concurrency
         row.commit, row.status, row.workerdir = commit, "running", str(worker.run_dir)
-        row.broker, row.backend = self._redacted(self.broker), self._redacted(self.backend)
-
-    @staticmethod
-    def _redacted(url: str | None) -> str | None:
-        from elasticcode.security import redact_url
-
-        return redact_url(url) if url else None
+        row.broker, row.backend = redact_url(self.broker) or None, redact_url(self.backend) or None
 
     def _set_status(self, proc: m.Processor, status: str, message: str | None) -> None:
         if proc.status != status or proc.status_message != message:
@@ -268,11 +263,8 @@ class Agent:
                         self._set_status(proc, "error", worker.last_error())
                 self.workers.pop(proc_id)
                 continue
-            if worker.next_start <= worker.started_at:  # not yet scheduled since it died
-                log.warning("%s: worker exited with %s; restarting", worker.processor, code)
-                worker.schedule_restart()
-            if time.monotonic() >= worker.next_start:
-                worker.start()
+            if worker.restart_if_due():
+                log.warning("%s: worker exited with %s; restarted", worker.processor, code)
                 with session_scope(self.db_url) as s:
                     proc = s.get(m.Processor, proc_id)
                     if proc is not None:
@@ -343,10 +335,7 @@ class Agent:
         """Keep workers alive even while the database is unreachable."""
         for worker in self.workers.values():
             if not worker.alive() and worker.exit_code() != EXIT_BAD_CODE:
-                if worker.next_start <= worker.started_at:
-                    worker.schedule_restart()
-                if time.monotonic() >= worker.next_start:
-                    worker.start()
+                worker.restart_if_due()
 
     def shutdown(self) -> None:
         self.stop_event.set()

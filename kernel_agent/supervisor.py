@@ -85,10 +85,16 @@ class WorkerProcess:
         self.log_offset += end + 1
         return chunk[: end + 1].decode(errors="replace").splitlines()
 
-    def schedule_restart(self) -> None:
-        self.restarts += 1
-        # Quick first retry, then back off so a crashing module does not spin the CPU.
-        self.next_start = time.monotonic() + min(30.0, 0.5 * 2 ** min(self.restarts, 6))
+    def restart_if_due(self) -> bool:
+        """For a dead worker: schedule a restart with backoff, start it once due; True if started."""
+        if self.next_start <= self.started_at:  # not yet scheduled since it died
+            self.restarts += 1
+            # Quick first retry, then back off so a crashing module does not spin the CPU.
+            self.next_start = time.monotonic() + min(30.0, 0.5 * 2 ** min(self.restarts, 6))
+        if time.monotonic() < self.next_start:
+            return False
+        self.start()
+        return True
 
     def stop(self, timeout: float = 30.0) -> None:
         """Warm shutdown: running calls finish (and are acked); queued ones wait in the broker."""

@@ -26,9 +26,8 @@ class FlowContext:
 
     @contextlib.contextmanager
     def session(self, admin: bool = False) -> Iterator[Session]:
-        url = self.settings.admin_url if admin else self.settings.require_db()
-        if not url:
-            self.settings.require_db()
+        self.settings.require_db()  # the admin URL falls back to it, so both need it
+        url = self.settings.admin_url if admin else self.settings.db
         with session_scope(url) as session:
             yield session
 
