@@ -9,7 +9,6 @@ throughput of a burst, and the extra latency of one plug hop.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -31,28 +30,30 @@ def main(broker: str = "redis://127.0.0.1:6379/14", calls: int = 300) -> None:
     sys.path.insert(0, str(FIXTURES))
     from elasticcode.runtime import naming
     from elasticcode.runtime.app import make_app
-    from elasticcode.runtime.coord import publish_topology, redis_client
+    from elasticcode.runtime.connections import redis_client
+    from elasticcode.runtime.routes import PlugRoute, Route, RouteTable, publish
+    from elasticcode.runtime.workerspec import SocketSpec, WorkerSpec
 
     client = redis_client(broker)
     client.flushdb()
     env = {**os.environ, "BENCH_BROKER": broker, "PYTHONPATH": f"{FIXTURES}:{os.environ.get('PYTHONPATH', '')}"}
     tmp = Path(tempfile.mkdtemp(prefix="ecbench"))
-    sockets = [{"name": "b.echo", "function": "echo", "task": "b.echo", "queue": "bq.bench"},
-               {"name": "b.source", "function": "echo", "task": "b.source", "queue": "bq.bench"},
-               {"name": "b.add_one", "function": "add_one", "task": "b.add_one", "queue": "bq.bench"}]
-    spec = {"processor": "bench", "module": "benchfuncs", "import_path": str(FIXTURES), "concurrency": 1,
-            "broker": broker, "backend": broker, "sockets": sockets, "loglevel": "WARNING"}
-    (tmp / "spec.json").write_text(json.dumps(spec))
-    publish_topology(client, {
-        "b.echo": {"task": "b.echo", "queue": "bq.bench", "plugs": [], "join": []},
-        "b.source": {"task": "b.source", "queue": "bq.bench", "plugs": [
-            {"name": "hop", "type": "RESULT", "target": "b.add_one", "argument": "x"}], "join": []},
-        "b.add_one": {"task": "b.add_one", "queue": "bq.bench", "plugs": [], "join": ["x"]},
-    })
+    owner = "bench"
+    sockets = (SocketSpec("b.echo", "echo", "b.echo", "bq.bench"), SocketSpec("b.source", "echo", "b.source", "bq.bench"),
+               SocketSpec("b.add_one", "add_one", "b.add_one", "bq.bench"))
+    WorkerSpec(processor="bench", owner=owner, module="benchfuncs", import_path=str(FIXTURES), commit="bench", concurrency=1,
+               broker=broker, backend=broker, sockets=sockets, loglevel="WARNING").write(tmp / "spec.json")
+    table = RouteTable()
+    for sock in sockets:
+        plugs = (PlugRoute("hop", "RESULT", "b.add_one", owner, "x"),) if sock.name == "b.source" else ()
+        table.add(Route(sock.name, owner, sock.task, sock.queue, "bench", sock.function, plugs=plugs,
+                        join=("x",) if sock.name == "b.add_one" else (), processor_status="running"))
+    publish(client, table.dumps())
     workers = [
         start([sys.executable, "-m", "celery", "-A", "rawapp", "worker", "-P", "prefork", "-c", "1", "-Q", "raw",
                "--loglevel", "WARNING", "--without-gossip", "--without-mingle"], env, tmp / "raw.log"),
-        start([sys.executable, *(os.environ.get("BENCH_EC_WORKER", "-m elasticcode.runtime.worker").split()), "--spec", str(tmp / "spec.json")], env, tmp / "ec.log"),
+        start([sys.executable, *(os.environ.get("BENCH_EC_WORKER", "-m elasticcode.runtime.worker").split()),
+               "--spec", str(tmp / "spec.json")], env, tmp / "ec.log"),
     ]
     app = make_app(broker, broker)
     try:

@@ -18,6 +18,7 @@ from .security import pgpass_line, write_private_file
 
 ENV_DB = "ELASTICCODE_DB"
 ENV_ADMIN_DB = "ELASTICCODE_ADMIN_DB"
+ENV_SERVICE_DB = "ELASTICCODE_SERVICE_DB"
 ENV_BROKER = "ELASTICCODE_BROKER"
 ENV_BACKEND = "ELASTICCODE_BACKEND"
 ENV_HOME = "ELASTICCODE_HOME"
@@ -27,6 +28,7 @@ ENV_INI = "ELASTICCODE_INI"
 _INI_KEYS = {
     "db": ("database", "uri"),
     "admin_db": ("database", "admin_uri"),
+    "service_db": ("database", "service_uri"),
     "broker": ("broker", "uri"),
     "backend": ("backend", "uri"),
     "repositories": ("security", "repositories"),
@@ -49,6 +51,7 @@ class Settings:
 
     db: str | None = None
     admin_db: str | None = None
+    service_db: str | None = None
     broker: str | None = None
     backend: str | None = None
     repositories: tuple[str, ...] = ()
@@ -59,6 +62,11 @@ class Settings:
     def admin_url(self) -> str | None:
         """Migrations and role management use the admin URL when one is configured."""
         return self.admin_db or self.db
+
+    @property
+    def service_url(self) -> str | None:
+        """Agents and recorders connect as the service role when one is configured (never as the admin)."""
+        return self.service_db or self.db
 
     def require_db(self) -> str:
         if not self.db:
@@ -108,6 +116,7 @@ def load(
     return Settings(
         db=pick(db, ENV_DB, "db"),
         admin_db=pick(None, ENV_ADMIN_DB, "admin_db"),
+        service_db=pick(None, ENV_SERVICE_DB, "service_db"),
         broker=pick(broker, ENV_BROKER, "broker"),
         backend=pick(backend, ENV_BACKEND, "backend") or pick(broker, ENV_BROKER, "broker"),
         repositories=repos,
@@ -116,7 +125,7 @@ def load(
 
 
 def save(path: Path, **values: str | None) -> Path:
-    """Merge `values` (db, admin_db, broker, backend, ...) into the ini file at `path` (kept 0600).
+    """Merge `values` (db, admin_db, service_db, broker, backend, ...) into the ini file at `path` (kept 0600).
 
     An empty string removes the key."""
     parser = configparser.ConfigParser(interpolation=None)

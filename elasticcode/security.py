@@ -62,6 +62,7 @@ def redact_url(url: str | None) -> str:
         return ""
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
         return "<unparseable URL>"
     if parts.password is None:
@@ -70,7 +71,7 @@ def redact_url(url: str | None) -> str:
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    netloc = f"{user}:***@{host}" + (f":{port}" if port else "")
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 

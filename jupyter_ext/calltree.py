@@ -11,7 +11,7 @@ from collections import deque
 
 from ipycytoscape import CytoscapeWidget, Edge, Node
 
-from .graph import STATE_COLOURS
+from .graph_elements import STATE_COLOURS
 
 MAX_NODES = 300
 
@@ -89,7 +89,8 @@ def call_tree_widget(tree: dict, max_nodes: int = MAX_NODES) -> CytoscapeWidget:
     for node, parent in taken:
         call = node["call"]
         cid, label = str(call["id"]), _label(call)
-        tooltip = "\n".join(f"{k}: {call[k]}" for k in ("name", "state", "duration", "worker", "error") if call.get(k) is not None)
+        tooltip = "\n".join(f"{k}: {call[k]}" for k in ("name", "state", "duration", "worker", "error")
+                            if call.get(k) is not None)
         nodes.append(Node(data={"id": cid, "label": label, "tooltip": tooltip,
                                 "w": 16 + 6 * max(len(x) for x in label.split("\n"))},
                           classes=str(call.get("state") or "")))

@@ -2,59 +2,47 @@
 
 Every cytoscape node and edge is a widget model of its own, so the graph holds one element per
 processor, socket and plug, never per call; calls appear as counts in socket labels (live.py).
-Element ids are database ids, so refresh() and live updates touch the elements that exist.
+Sockets and plugs are the routes (`catalog.routes.build_routes`, the same table the agents
+publish); processors are read for their boxes. Element ids are stable (processor ids from the
+database, sockets and plugs by owner and name), so refresh() and live updates touch the elements
+that exist.
 """
 
 from __future__ import annotations
 
 import html
 import threading
+import time
 import weakref
 from dataclasses import dataclass, field
 
 import ipywidgets as w
 import redis
 from ipycytoscape import CytoscapeWidget, Edge, Node
-from sqlalchemy import or_, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import select
 
 from elasticcode.catalog import rights
+from elasticcode.catalog.routes import build_routes
 from elasticcode.config import Settings, load
 from elasticcode.db import model as m
 from elasticcode.db.engine import session_scope
 from elasticcode.errors import ElasticCodeError, NotFound
-from elasticcode.runtime.coord import coordination_url
+from elasticcode.runtime.connections import coordination_url
+from elasticcode.runtime.routes import RouteTable
 
+from .graph_elements import (
+    LAYOUT,
+    STYLE,
+    call_row,
+    calls_table,
+    plug_element,
+    plug_id,
+    processes_line,
+    processor_element,
+    socket_element,
+    socket_id,
+)
 from .live import LiveStates, SocketState
-
-STATE_COLOURS = {"queued": "#bdbdbd", "received": "#9ecae1", "running": "#fd8d3c", "finished": "#74c476",
-                 "done": "#74c476", "failed": "#ef3b2c", "dead": "#252525"}
-
-STYLE = [
-    {"selector": "node", "style": {
-        "label": "data(label)", "text-wrap": "wrap", "text-valign": "center", "text-halign": "center",
-        "font-size": 10, "shape": "round-rectangle", "width": "data(w)", "height": "data(h)",
-        "background-color": "#deebf7", "border-width": 1, "border-color": "#6baed6"}},
-    {"selector": "node.processor", "style": {
-        "text-valign": "top", "font-weight": "bold", "background-color": "#f7f7f7", "background-opacity": 0.6,
-        "border-color": "#969696", "padding": "12px"}},
-    {"selector": "node.processor.error", "style": {"border-color": STATE_COLOURS["failed"], "border-width": 2}},
-    *({"selector": f"node.{state}", "style": {"background-color": colour}}
-      for state, colour in STATE_COLOURS.items()),
-    {"selector": "node.running", "style": {"border-width": 3, "border-color": "#d94801"}},
-    {"selector": "edge", "style": {
-        "curve-style": "bezier", "target-arrow-shape": "triangle", "width": 2, "line-color": "#636363",
-        "target-arrow-color": "#636363", "label": "data(label)", "font-size": 9, "text-background-color": "#fff",
-        "text-background-opacity": 0.8}},
-    {"selector": "edge.error", "style": {"line-style": "dashed", "line-color": "#d62728", "target-arrow-color": "#d62728"}},
-]
-LAYOUT = {"name": "dagre", "rankDir": "LR", "nodeSep": 25, "rankSep": 80}
-
-
-def box(label: str, min_chars: int = 0) -> dict:
-    """Node size from its label: cytoscape's `width: label` is deprecated, data-mapped sizes are not."""
-    lines = label.split("\n")
-    return {"w": 16 + 6.2 * max(min_chars, *(len(x) for x in lines)), "h": 12 + 13 * len(lines)}
 
 
 @dataclass
@@ -67,62 +55,48 @@ class Topology:
 
 
 def read_topology(settings: Settings, flow: str | None = None) -> Topology:
-    topo = Topology()
+    """Processors (all, or one flow's) with their sockets and the plugs whose both ends are shown."""
     with session_scope(settings.require_db()) as session:
         rights.require(session, "LS_SOCKETS")
-        query = select(m.Processor).options(selectinload(m.Processor.sockets)).order_by(m.Processor.name)
+        query = select(m.Processor).order_by(m.Processor.name)
         if flow:
             flow_id = session.execute(select(m.Flow.id).where(m.Flow.name == flow)).scalar()
             if flow_id is None:
                 raise NotFound(f"flow {flow!r} does not exist: list processors with `flow ls processors`")
             query = query.where(m.Processor.flow_id == flow_id)
-        for p in session.execute(query).scalars():
-            topo.processors[p.id] = {"name": p.name, "status": p.status, "concurrency": p.concurrency}
-            for s in sorted(p.sockets, key=lambda s: s.name):
-                topo.sockets[s.id] = {"name": s.name, "processor": p.id, "status": s.status}
-        ids = list(topo.sockets)
-        plugs = session.execute(select(m.Plug).where(or_(m.Plug.source_id.in_(ids), m.Plug.target_id.in_(ids)))).scalars()
-        for plug in plugs:
-            if plug.source_id in topo.sockets and plug.target_id in topo.sockets:  # both ends shown
-                topo.plugs[plug.id] = {"name": plug.name, "type": plug.type, "argument": plug.argument,
-                                       "source": plug.source_id, "target": plug.target_id}
+        processors = {p.id: {"name": p.name, "owner": p.owner, "status": p.status, "concurrency": p.concurrency}
+                      for p in session.execute(query).scalars()}
+        routes = build_routes(session)
+    return topology(processors, routes)
+
+
+def topology(processors: dict[str, dict], routes: RouteTable) -> Topology:
+    """The rows the graph shows: `processors` (id -> row, in display order) and the routes of their sockets."""
+    topo = Topology(processors=processors)
+    order = {pid: i for i, pid in enumerate(processors)}
+    by_owner = {(p["owner"], p["name"]): pid for pid, p in processors.items()}
+    by_name: dict[str, list[str]] = {}
+    for pid, p in processors.items():
+        by_name.setdefault(p["name"], []).append(pid)
+    shown = []
+    for route in routes:
+        pid = by_owner.get((route.owner, route.processor))
+        if pid is None and len(by_name.get(route.processor, ())) == 1:  # a socket on another owner's processor
+            pid = by_name[route.processor][0]
+        if pid is not None:  # its processor is shown
+            shown.append((order[pid], route.socket, pid, route))
+    shown.sort(key=lambda x: x[:2])  # processors in their order, sockets by name
+    for _, _, pid, route in shown:
+        topo.sockets[socket_id(route.owner, route.socket)] = {
+            "name": route.socket, "owner": route.owner, "processor": pid, "status": route.socket_status}
+    for _, _, _, route in shown:
+        source = socket_id(route.owner, route.socket)
+        for plug in route.plugs:
+            target = socket_id(plug.target_owner, plug.target)
+            if target in topo.sockets:  # both ends shown
+                topo.plugs[plug_id(route.owner, route.socket, plug.name)] = {
+                    "name": plug.name, "type": plug.type, "argument": plug.argument, "source": source, "target": target}
     return topo
-
-
-def processor_element(pid: str, p: dict) -> tuple[dict, str]:
-    label = f"{p['name']}\n{p['status']} · concurrency {p['concurrency']}"
-    classes = "processor" + (" error" if p["status"] == "error" else "")
-    return {"id": pid, "kind": "processor", "name": p["name"], "label": label, **box(label)}, classes
-
-
-def socket_element(sid: str, s: dict, state: SocketState | None) -> tuple[dict, str]:
-    label = s["name"] + (f"\n{state.line()}" if state else "")
-    classes = "socket " + (state.css_class if state else ("failed" if s["status"] == "error" else ""))
-    return ({"id": sid, "kind": "socket", "name": s["name"], "parent": s["processor"], "label": label,
-             "tooltip": s["name"], **box(label, 18)}, classes.strip())
-
-
-def plug_element(eid: str, plug: dict) -> tuple[dict, str]:
-    # `directed multiple_edges` up front: ipycytoscape appends them otherwise, and a RESULT and an
-    # ERROR plug between the same two sockets are two edges.
-    return ({"id": eid, "source": plug["source"], "target": plug["target"], "label": plug["argument"] or "",
-             "name": plug["name"]}, f"{plug['type'].lower()} directed multiple_edges")
-
-
-CALL_FIELDS = ("id", "state", "started", "duration", "worker", "error")
-
-
-def call_row(call: m.Call) -> dict[str, str]:
-    return {"id": call.id[:8], "state": call.state, "started": call.started.strftime("%H:%M:%S") if call.started else "",
-            "duration": f"{call.duration:.3f}" if call.duration is not None else "", "worker": call.worker or "",
-            "error": (call.error or "")[:80]}
-
-
-def calls_table(rows: list[dict[str, str]]) -> str:
-    """Every value is escaped: errors and worker names come from user code."""
-    head = "".join(f"<th>{f}</th>" for f in CALL_FIELDS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(r[f])}</td>" for f in CALL_FIELDS) + "</tr>" for r in rows)
-    return f"<table class='ec-calls' style='font-size:11px'><tr>{head}</tr>{body}</table>"
 
 
 class FlowGraph(w.HBox):
@@ -151,6 +125,8 @@ class FlowGraph(w.HBox):
         self.edges: dict[str, Edge] = {}
         self.states: dict[str, SocketState] = {}  # socket name -> live counts
         self.live: LiveStates | None = None
+        self.processes: dict[str, str] = {}  # processor id -> its processes per node (published figures)
+        self._figures: threading.Thread | None = None
         self.applied = 0  # batches applied to widgets (the test counts them)
         self._lock = threading.RLock()  # refresh (kernel thread) vs apply_states (live thread)
         self.refresh()
@@ -159,7 +135,8 @@ class FlowGraph(w.HBox):
     def refresh(self) -> FlowGraph:
         """Re-read the network: new elements are added, changed ones updated, deleted ones removed."""
         topo = read_topology(self.settings, self.flow)
-        wanted_nodes = {pid: processor_element(pid, p) for pid, p in topo.processors.items()}
+        wanted_nodes = {pid: processor_element(pid, {**p, "processes": self.processes.get(pid)})
+                        for pid, p in topo.processors.items()}
         wanted_nodes |= {sid: socket_element(sid, s, self.states.get(s["name"])) for sid, s in topo.sockets.items()}
         wanted_edges = {eid: plug_element(eid, p) for eid, p in topo.plugs.items()}
         graph = self.cyto.graph
@@ -233,9 +210,25 @@ class FlowGraph(w.HBox):
             graph = ref()
             return graph is not None and graph.apply_states(changed)
 
-        self.live = LiveStates(coordination_url(self.settings.broker, self.settings.backend), apply, interval).start()
+        url = coordination_url(self.settings.broker, self.settings.backend)
+        self.live = LiveStates(url, apply, interval).start()
+        self._figures = threading.Thread(target=_follow_processes, args=(ref, url), name="ec-graph-figures", daemon=True)
+        self._figures.start()
         self.status.value = "<small>live</small>"
         return self
+
+    def apply_processes(self, processes: dict[str, str]) -> bool:
+        """Processor labels with their processes per node; only changed ones are sent."""
+        if self.comm is None:
+            return False
+        with self._lock:
+            changed = {pid for pid in set(processes) | set(self.processes) if processes.get(pid) != self.processes.get(pid)}
+            self.processes = processes
+            for pid in changed:
+                if pid in self.nodes and pid in self.topology.processors:
+                    self._set(self.nodes[pid], *processor_element(pid, {**self.topology.processors[pid],
+                                                                        "processes": processes.get(pid)}))
+        return True
 
     def stop_live(self, timeout: float = 5.0) -> bool:
         stopped = self.live.stop(timeout) if self.live else True
@@ -287,6 +280,29 @@ class FlowGraph(w.HBox):
         rows = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(str(v))}</td></tr>"
                        for k, v in fields.items() if v is not None)
         return f"<h4>{html.escape(p.name)}</h4><table class='ec-processor'>{rows}</table>"
+
+
+FIGURES_EVERY = 1.0  # seconds: agents publish their figures once a second
+
+
+def _follow_processes(ref: weakref.ref, url: str) -> None:
+    """The graph's processes per node, from the published figures, while its live states run."""
+    from elasticcode.runtime import metrics
+    from elasticcode.runtime.connections import redis_client
+
+    client = redis_client(url)
+    while True:
+        graph = ref()
+        if graph is None or graph.live is None or not graph.live.running:
+            return
+        try:
+            processes = processes_line(metrics.latest(client))
+        except redis.RedisError:
+            processes = None  # Redis away: keep the last figures
+        if processes is not None and not graph.apply_processes(processes):
+            return
+        del graph
+        time.sleep(FIGURES_EVERY)
 
 
 def show_graph(settings: Settings | None = None, flow: str | None = None, live: bool = True) -> FlowGraph:

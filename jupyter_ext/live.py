@@ -13,20 +13,20 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import redis
 
-from elasticcode.runtime.coord import redis_client
+from elasticcode.runtime import events
+from elasticcode.runtime.connections import redis_client
+from elasticcode.runtime.events import CallEvent
 
 log = logging.getLogger("elasticcode.live")
 
 PATTERN = "ec.*.task"
-# Same folding as the recorder: a call's state only moves forward, whatever order events arrive in.
-STATE_OF_EVENT = {"queued": "queued", "received": "received", "prerun": "running", "postrun": "finished",
-                  "failure": "failed", "dead": "dead"}
-RANK = {s: i for i, s in enumerate(["queued", "received", "running", "failed", "finished", "dead"])}
+# Which count a call state shows in (a presentation choice; the states and their order are events.STATES).
 BUCKET = {"queued": "queued", "received": "queued", "running": "running", "finished": "finished",
           "failed": "failed", "dead": "failed"}
 
@@ -67,15 +67,20 @@ class StateTally:
         self.dirty: set[str] = set()
         self.absorbed = 0
 
-    def add(self, event: dict) -> None:
-        state, socket, call = STATE_OF_EVENT.get(event.get("state", "")), event.get("socket"), event.get("call")
+    def add(self, message: Mapping[str, Any] | CallEvent) -> None:
+        """Count one live message (`CallEvent.live_message()`) or event; anything else is ignored."""
+        event = message if isinstance(message, CallEvent) else CallEvent.from_live(message)
+        if event is None:
+            return
+        state, socket, call = event.state, event.socket, event.call
         if not (state and socket and call):
             return
         self.absorbed += 1
         counts = self.sockets.setdefault(socket, SocketState())
         counts.last = state
         previous = self.calls.get(call)
-        if previous and RANK[state] < RANK[previous[1]]:
+        # The recorder's fold: a call's state only moves forward, whatever order events arrive in.
+        if events.advance(previous[1] if previous else None, event.event) is None:
             self.dirty.add(socket)
             return  # a late event of an older state: counts already reflect the newer one
         if previous:
@@ -175,8 +180,8 @@ class LiveStates:
             self._ready.set()
         elif kind == "pmessage":
             try:
-                event = json.loads(message["data"])
+                body = json.loads(message["data"])
             except (ValueError, TypeError):
                 return  # not ours; channels are shared with `flow listen`
-            if isinstance(event, dict):
-                self.tally.add(event)
+            if isinstance(body, dict):
+                self.tally.add(body)

@@ -16,8 +16,8 @@ import pandas as pd
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from elasticcode.cli import run
-from elasticcode.client import api as client_api
+from elasticcode.cli import one_line, run
+from elasticcode.client.settings import default_settings, reset_settings
 from elasticcode.errors import ElasticCodeError
 
 # Commands after which the kernel's cached configuration must be read again.
@@ -38,20 +38,23 @@ def _guard(action, *args, **kwargs) -> Any:
     try:
         return action(*args, **kwargs)
     except ElasticCodeError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(one_line(str(exc))) from None
     except click.exceptions.Exit:
         return None  # --help, --version
     except click.exceptions.Abort:
         raise UsageError("aborted") from None
     except click.ClickException as exc:
-        raise UsageError(exc.format_message()) from None
+        raise UsageError(one_line(exc.format_message())) from None
 
 
 def _split(line: str) -> list[str]:
     try:
-        return shlex.split(line)
+        args = shlex.split(line)
     except ValueError as exc:
-        raise UsageError(f"cannot parse `%flow {line}`: {exc}") from None
+        raise UsageError(one_line(f"cannot parse `%flow {line}`: {exc}")) from None
+    if any("\0" in arg for arg in args):  # (from a `{var}`) no shell can pass one to `flow`, nor PostgreSQL store it
+        raise UsageError(one_line(f"cannot parse `%flow {line}`: an argument holds a NUL character"))
+    return args
 
 
 def run_flow(line: str) -> Any:
@@ -62,14 +65,14 @@ def run_flow(line: str) -> Any:
     if args[:1] == ["builder"]:
         from .forms import builder
 
-        return _guard(builder, client_api.default_settings())
+        return _guard(builder, default_settings())
     if args[:1] == ["call"]:
         return _guard(_call, args[1:])
     try:
         return _guard(lambda: to_frame(run(args)))
     finally:
         if RECONFIGURING & set(args[:3]):
-            client_api.reset_settings()
+            reset_settings()
 
 
 @click.command("graph")
@@ -78,7 +81,7 @@ def run_flow(line: str) -> Any:
 def _graph_command(flow_name: str | None, static: bool):
     from .graph import show_graph
 
-    return show_graph(client_api.default_settings(), flow=flow_name, live=not static)
+    return show_graph(default_settings(), flow=flow_name, live=not static)
 
 
 def _graph(args: list[str]):
@@ -97,7 +100,7 @@ def _call_command(call_id: str, tree: bool, graph: bool):
 
     from .calltree import call_tree_widget
 
-    with session_scope(client_api.default_settings().require_db()) as session:
+    with session_scope(default_settings().require_db()) as session:
         data = call_tree(session, call_id, whole_flow=graph)
     return call_tree_widget(data)
 
@@ -108,22 +111,25 @@ def _call(args: list[str]):
 
 @click.command("processor")
 @click.argument("name")
-@click.option("-c", "--concurrency", type=int, default=None, help="Worker processes (CPUs occupied)")
+@click.option("-c", "--concurrency", type=int, default=None, help="Most pool processes busy at once on a node")
+@click.option("--min", "min_concurrency", type=int, default=None, help="Pool processes kept while idle (default 0)")
+@click.option("-h", "--hostname", default=None, help="Run on this node only (default: every node, as cores allow)")
 @click.option("--requirements", default=None, help='Extra requirements, e.g. "pandas>=2 requests"')
 @click.option("--queue", default=None, help="Queue of the sockets (default: NAME.queue)")
 @click.option("--remote", default=None, help="Push the code to this git remote (for agents on other machines)")
-def _processor_command(name: str, concurrency: int | None, requirements: str | None, queue: str | None,
-                       remote: str | None, source: str = ""):
+def _processor_command(name: str, concurrency: int | None, min_concurrency: int | None, hostname: str | None,
+                       requirements: str | None, queue: str | None, remote: str | None, source: str = ""):
     from elasticcode.client.publish import publish_processor
 
-    return publish_processor(client_api.default_settings(), name, source, concurrency, requirements, queue, remote)
+    return publish_processor(default_settings(), name, source, concurrency, requirements, queue, remote,
+                             min_concurrency=min_concurrency, hostname=hostname)
 
 
 @magics_class
 class FlowMagics(Magics):
     @line_cell_magic
     def flow(self, line: str, cell: str | None = None) -> Any:
-        """`%flow COMMAND ...` runs a flow command; `%%flow processor NAME [-c N] [--requirements ...] [--queue Q]`
+        """`%flow COMMAND ...` runs a flow command; `%%flow processor NAME [-c N] [--min N] [-h NODE] [--requirements ...] [--queue Q]`
         commits the cell to git and deploys it as a processor with one socket per public function."""
         if cell is None:
             return run_flow(line)

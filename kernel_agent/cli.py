@@ -53,25 +53,26 @@ def worker_start(ctx: FlowContext, name: str) -> None:
     """Run one processor's worker in the foreground, without an agent (for debugging a processor).
 
     Plugs and call records still need an agent somewhere on the network: it publishes the
-    topology and records events."""
-    import json
-
+    routes and records events."""
     from elasticcode import catalog
     from elasticcode.db.engine import session_scope
 
-    from .agent import Agent
+    from .code import CodeCache
+    from .codeprep import CodePreparer, worker_spec
+    from .context import AgentContext
 
-    helper = Agent(ctx.settings, ctx.settings.home)
+    helper = AgentContext.create(ctx.settings, ctx.settings.home)  # the settings an agent would run with
+    code = CodePreparer(CodeCache(helper.home, ctx.settings.repositories))
     with session_scope(helper.db_url) as session:
         proc = catalog.find(session, "processor", name)
         sockets = [s for s in proc.sockets if s.enabled]
         if not sockets:
             raise click.ClickException(f"processor {name!r} has no sockets: add one with `flow add socket -pn {name}`")
-        prepared = helper._prepare(proc)
-        spec = helper._worker_spec(proc, prepared, sockets)
+        prepared = code.prepare(proc)
+        spec = worker_spec(proc, prepared, sockets, helper.broker, helper.backend, helper.hostname)
     spec_path = ctx.settings.home / "workers" / f"{name}.foreground.json"
     spec_path.parent.mkdir(parents=True, exist_ok=True)
-    spec_path.write_text(json.dumps(spec))
+    spec.write(spec_path)
     click.echo(f"worker of {name} at commit {prepared.commit[:12]} ({len(sockets)} sockets)", err=True)
     python = str(prepared.python)
     os.execv(python, [python, "-m", "elasticcode.runtime.worker", "--spec", str(spec_path)])

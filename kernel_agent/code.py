@@ -1,8 +1,11 @@
 """Processor code from git: a mirror per repository, a checkout per commit, a venv per requirements.
 
 Code never comes from the client, only from git at an exact commit, so what a worker runs is
-always named by a sha. Everything is cached under the state directory and reused across agent
-restarts; each build runs under a file lock so agents sharing a machine never build twice.
+always named by a sha. Everything is cached and reused across agent restarts; each build runs
+under a file lock so agents sharing a machine never build twice. Mirrors stay in the agent's
+home (only the agent uses them). Checkouts and venvs are what workers run: under the home too
+when the agent is not root; as root (workers run as `elasticcode-worker`, who cannot enter the
+home) under /var/lib/elasticcode/code, owned by root, readable by the worker group only.
 Git runs without a shell, without prompts and with a timeout: a URL that wants credentials
 fails with a message instead of hanging the agent.
 """
@@ -10,7 +13,6 @@ fails with a message instead of hanging the agent.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -20,16 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from elasticcode.catalog.repos import check_gitrepo
+from elasticcode.embedded.files import VAR_ROOT, make_dir
 from elasticcode.errors import ElasticCodeError
 
-from .venvs import CodeError, clear_leftovers, ensure_venv, file_lock, parse_requirements, run
+from . import modcheck
+from .sandbox import Sandbox, agent_sandbox
+from .venvs import CodeError, clear_leftovers, ensure_venv, file_lock, open_tree, parse_requirements, run, worker_python
 
 __all__ = ["CodeCache", "CodeError", "CodeSpec", "PreparedCode"]
 
 HEX = re.compile(r"^[0-9a-f]{4,40}$")
-MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-FUNCTION = re.compile(r"^[A-Za-z_]\w*$")
 GIT_TIMEOUT = 300
+CODE_ROOT = VAR_ROOT / "code"  # as root: checkouts and venvs, root-owned, readable by the worker group
 
 
 @dataclass(frozen=True)
@@ -80,9 +84,13 @@ class CodeCache:
     """Turns a CodeSpec into a checkout at an exact commit plus a ready venv."""
 
     def __init__(self, home: Path, allowlist: tuple[str, ...] = (), *, installer: str | None = None,
-                 install_timeout: float = 900):
+                 install_timeout: float = 900, sandbox: Sandbox | None = None, shared_root: Path | None = None):
         self.home = Path(home)
         self.allowlist = tuple(allowlist)
+        self.sandbox = sandbox or agent_sandbox()  # who runs the code: it must be able to read it
+        # Checkouts and venvs: where the workers' user can read them (see the module's docstring).
+        self.shared_root = Path(shared_root) if shared_root else (CODE_ROOT if self.sandbox.separate else self.home)
+        self._shared_ready = False
         # "auto" (uv when available, else pip), "uv" or "pip"; admins may force one per node
         self.installer = installer or os.environ.get("ELASTICCODE_INSTALLER", "auto")
         if self.installer not in ("auto", "uv", "pip"):
@@ -194,8 +202,27 @@ class CodeCache:
         """Full sha of the spec's commit, tag, branch head or default head, after a fetch."""
         return self._sha(spec, lambda m: None, always_fetch=True)[1]
 
+    @property
+    def code_root(self) -> Path:
+        return self.shared_root / "code"
+
+    @property
+    def venv_root(self) -> Path:
+        return self.shared_root / "venvs"
+
+    def _shared(self) -> None:
+        """As root, CODE_ROOT (ours): root-owned, entered by the worker group only."""
+        if self._shared_ready or not self.sandbox.separate or self.shared_root != CODE_ROOT:
+            return
+        make_dir(VAR_ROOT, 0o755)
+        make_dir(CODE_ROOT, 0o750)
+        os.chown(CODE_ROOT, 0, self.sandbox.gid)
+        os.chmod(CODE_ROOT, 0o750)
+        self._shared_ready = True
+
     def _checkout(self, url: str, sha: str, progress: Callable[[str], None]) -> Path:
-        root = self.home / "code"
+        self._shared()
+        root = self.code_root
         code_dir = root / f"{self._repohash(url)}-{sha}"
         if code_dir.is_dir():
             return code_dir
@@ -216,6 +243,7 @@ class CodeCache:
                                 "checkout", "--quiet", "--detach", sha, what=f"checking out {sha}")
                 if done.returncode != 0:
                     raise CodeError(f"cannot check out {sha} of {url}: {_clone_problem(done.stderr)}")
+                open_tree(tmp)  # readable (not writable) by the workers' user, whatever the umask
                 os.rename(tmp, code_dir)  # all or nothing: a code_dir that exists is complete
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -240,53 +268,18 @@ class CodeCache:
                 requirements += parse_requirements(candidate.read_text(errors="replace"),
                                                    f"{candidate.relative_to(code_dir)} at {sha[:12]}")
                 break
-        venv = ensure_venv(self.home / "venvs", requirements, installer=self.installer,
-                           timeout=self.install_timeout, progress=progress)
+        self._shared()
+        venv = ensure_venv(self.venv_root, requirements, installer=self.installer, timeout=self.install_timeout,
+                           progress=progress, base=worker_python() if self.sandbox.separate else None)
         return PreparedCode(commit=sha, code_dir=code_dir, import_path=import_path,
                             python=venv / "bin" / "python", venv_dir=venv)
 
+    def inspect_module(self, prepared: PreparedCode, module: str, functions: list[str],
+                       timeout: float = 60) -> modcheck.ModuleReport:
+        """What the module's functions are (see kernel_agent/modcheck.py)."""
+        return modcheck.check_module(prepared.python, prepared.import_path, module, functions, self.sandbox, timeout)
+
     def check_module(self, prepared: PreparedCode, module: str, functions: list[str],
                      timeout: float = 60) -> dict[str, str]:
-        """{function: problem} for functions the module lacks, importing it in the processor's
-        own venv: the agent must not import processor code (nor its dependencies) itself."""
-        if not MODULE.match(module or ""):
-            raise CodeError(f"module {module!r} is not a dotted Python module name: fix --module")
-        bad = [f for f in functions if not FUNCTION.match(f or "")]
-        if bad:
-            raise CodeError(f"function name {bad[0]!r} is not a Python identifier: fix the socket's function")
-        done = run([str(prepared.python), "-I", "-c", _CHECK, str(prepared.import_path), module, json.dumps(functions)],
-                   timeout=timeout, what=f"importing module {module!r}", cwd=prepared.import_path,
-                   fix="move slow work out of import time, into the functions")
-        line = next((ln for ln in reversed(done.stdout.splitlines()) if ln.startswith(_MARK)), None)
-        if line is None:
-            tail = [ln for ln in (done.stderr or "").splitlines() if ln.strip()]
-            raise CodeError(f"module {module!r} could not be checked: {(tail or ['interpreter died'])[-1].strip()}")
-        result = json.loads(line[len(_MARK):])
-        if "error" in result:
-            raise CodeError(f"module {module!r} failed to import: {result['error']} "
-                            "(fix the module name, --modulepath or the requirements)")
-        return result["problems"]
-
-
-_MARK = "@@elasticcode-check@@"
-# Runs in the processor's venv; the module's own prints go to stderr so stdout stays ours.
-_CHECK = f"""
-import importlib, json, sys
-path, module, names = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-sys.path.insert(0, path)
-out, sys.stdout = sys.stdout, sys.stderr
-try:
-    mod = importlib.import_module(module)
-except BaseException as exc:
-    sys.stdout = out
-    print({_MARK!r} + json.dumps({{"error": (type(exc).__name__ + ": " + str(exc)).splitlines()[0][:400]}}))
-    sys.exit(0)
-sys.stdout = out
-problems = {{}}
-for name in names:
-    if not hasattr(mod, name):
-        problems[name] = "not found in module " + module
-    elif not callable(getattr(mod, name)):
-        problems[name] = "is not callable in module " + module + " (it is " + type(getattr(mod, name)).__name__ + ")"
-print({_MARK!r} + json.dumps({{"problems": problems}}))
-"""
+        """{function: problem} for functions the module lacks."""
+        return self.inspect_module(prepared, module, functions, timeout).problems

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import psutil
-
-
-def hostname() -> str:
-    return os.environ.get("ELASTICCODE_HOSTNAME") or socket.gethostname()
 
 
 def cpu_count() -> int:

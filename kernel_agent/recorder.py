@@ -13,79 +13,33 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable
-from datetime import datetime, timezone
 from typing import Any
 
 import redis
 from sqlalchemy import Text, case, cast, func, literal, text
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from elasticcode.db import model as m
 from elasticcode.db.engine import get_engine
 from elasticcode.runtime import naming
+from elasticcode.runtime.events import STATES, CallEvent, fold_all
 
-from .nodeinfo import hostname
+from .steps import Step
 
 log = logging.getLogger("elasticcode.recorder")
 EVENT_NAMESPACE = uuid.UUID("0b8f4a52-7f1e-4d6b-bb6e-3f5f5b1d2c11")
-STATE_OF_EVENT = {"queued": "queued", "received": "received", "prerun": "running", "postrun": "finished",
-                  "failure": "failed", "dead": "dead"}
-STATE_RANK = ["queued", "received", "running", "failed", "finished", "dead"]
 BATCH = 500
+Entry = tuple[bytes, dict[bytes, bytes]]  # a raw stream entry: id and fields
 
 
-def _ts(value: str | None) -> datetime | None:
-    return datetime.fromtimestamp(float(value), tz=timezone.utc) if value else None
-
-
-def _decode(fields: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in fields.items()}
-
-
-def merge(entries: Iterable[tuple[bytes, dict[bytes, bytes]]]) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """Fold a batch of stream entries into one row per call plus the event rows."""
-    calls: dict[str, dict[str, Any]] = {}
-    events: list[dict[str, Any]] = []
-    for entry_id, raw in entries:
-        e = _decode(raw)
-        call_id, name = e["call"], e["event"]
-        at = _ts(e.get("ts"))
-        row = calls.setdefault(call_id, {"id": call_id, "state": "queued", "created": at})
-        state = STATE_OF_EVENT.get(name)
-        if state and STATE_RANK.index(state) >= STATE_RANK.index(row["state"]):
-            row["state"] = state
-        for key in ("processor", "tracking", "parent", "argument", "worker", "host"):
-            if e.get(key):
-                row[key] = e[key]
-        if e.get("socket"):
-            row["name"] = e["socket"]
-        if e.get("user"):
-            row["owner"] = e["user"]
-        if name == "received":
-            row["received"] = row.get("received") or at
-        elif name == "prerun":
-            row["started"] = at
-        elif name in ("postrun", "failure", "dead"):
-            row["finished"] = at
-            if e.get("duration"):
-                row["duration"] = float(e["duration"])
-            if e.get("error"):
-                row["error"] = e["error"]
-            if e.get("result"):
-                row["result"] = json.loads(e["result"])
-        if e.get("deliveries"):
-            row["deliveries"] = max(int(e["deliveries"]), row.get("deliveries", 0))
-        note = e.get("error") or e.get("socket")
-        events.append({"id": str(uuid.uuid5(EVENT_NAMESPACE, f"{call_id}|{name}|{entry_id.decode()}")),
-                       "name": name, "call_id": call_id, "note": note, "created": at,
-                       **({"owner": e["user"]} if e.get("user") else {})})
-    return calls, events
-
-
-COLUMNS = ("id", "name", "state", "owner", "processor", "tracking", "parent", "argument", "worker", "host",
-           "deliveries", "received", "started", "finished", "duration", "error", "result", "created")
+def event_row(entry_id: bytes | str, event: CallEvent) -> dict[str, Any]:
+    """The `event` table's row for one stream entry; its id is stable, so writing it twice is harmless."""
+    entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return {"id": str(uuid.uuid5(EVENT_NAMESPACE, f"{event.call}|{event.event}|{entry}")),
+            "name": event.event, "call_id": event.call, "note": event.error or event.socket, "created": event.at,
+            **({"owner": event.user} if event.user else {})}
 
 
 LINK_SOCKETS = text(
@@ -94,25 +48,33 @@ LINK_SOCKETS = text(
 )
 
 
-def upsert_calls(conn, calls: dict[str, dict[str, Any]]) -> None:
+def upsert_calls(conn: Connection, calls: dict[str, dict[str, Any]]) -> None:
+    """Merge folded call rows into the `call` table; a state only moves forward (ranked by STATES).
+
+    Where and when a call ran (worker, host, started...) come from the latest delivery: a batch of
+    an earlier delivery (held by a recorder on a node that died, written a minute later by another)
+    only fills what is missing. Rows go in id order, so recorders writing overlapping batches take
+    row locks in one order and never deadlock."""
     rows = []
-    for row in calls.values():
+    for row in sorted(calls.values(), key=lambda r: r["id"]):
         row = dict(row)
         row.setdefault("name", "?")
         rows.append(row)
-    for keys in {tuple(sorted(r)) for r in rows}:  # executemany needs uniform keys
+    for keys in sorted({tuple(sorted(r)) for r in rows}):  # executemany needs uniform keys
         group = [r for r in rows if tuple(sorted(r)) == keys]
         stmt = insert(m.Call).values(group)
         ex, cur = stmt.excluded, m.Call.__table__.c
-        rank = lambda col: func.array_position(literal(STATE_RANK), cast(col, Text))  # noqa: E731
+        rank = lambda col: func.array_position(literal(list(STATES)), cast(col, Text))  # noqa: E731
+        latest = func.coalesce(ex.deliveries, 0) >= func.coalesce(cur.deliveries, 0)  # not an older delivery's
         stmt = stmt.on_conflict_do_update(
             index_elements=["id"],
             set_={
                 "state": case((rank(ex.state) >= rank(cur.state), ex.state), else_=cur.state),
                 "name": case((ex.name != "?", ex.name), else_=cur.name),
                 **{c: func.coalesce(cur[c], ex[c]) for c in ("received", "tracking", "parent", "argument") if c in keys},
-                **{c: func.coalesce(ex[c], cur[c]) for c in ("started", "finished", "duration", "error", "result",
-                                                             "worker", "host", "processor") if c in keys},
+                **{c: case((latest, func.coalesce(ex[c], cur[c])), else_=func.coalesce(cur[c], ex[c]))
+                   for c in ("started", "finished", "duration", "error", "result", "worker", "host", "processor")
+                   if c in keys},
                 "deliveries": func.greatest(ex.deliveries, cur.deliveries),
                 "lastupdated": func.now(),
             },
@@ -123,11 +85,36 @@ def upsert_calls(conn, calls: dict[str, dict[str, Any]]) -> None:
 
 
 class Recorder(threading.Thread):
-    def __init__(self, db_url: str, client: redis.Redis, stop: threading.Event, publish: bool = True):
+    """Drains the stream until `stop` is set; any number of agents' recorders share the work."""
+
+    def __init__(self, db_url: str, client: redis.Redis, stop: threading.Event, publish: bool = True,
+                 node: str | None = None):
         super().__init__(name="recorder", daemon=True)
         self.db_url, self.redis, self.stop_event, self.publish = db_url, client, stop, publish
-        self.consumer = f"{hostname()}-{os.getpid()}"
+        self.consumer = consumer_name(node or naming.node_name(), os.getpid())
         self.written = self.rejected = 0
+        self._take_over: set[str] = set()  # nodes marked down whose recorders' pending entries are ours now
+
+    def take_over(self, node: str) -> None:
+        """Claim at once what the recorders of `node` (marked down) had read and not written,
+        rather than after the minute of the idle rule."""
+        self._take_over.add(node)
+
+    def _claim_node(self, node: str) -> list[Entry]:
+        entries: list[Entry] = []
+        prefix = consumer_name(node, "")
+        for consumer in self.redis.xinfo_consumers(naming.EVENTS_STREAM, naming.RECORDER_GROUP):
+            name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else consumer["name"]
+            if not name.startswith(prefix) or name == self.consumer:
+                continue
+            pending = self.redis.xpending_range(naming.EVENTS_STREAM, naming.RECORDER_GROUP, min="-", max="+",
+                                                count=100_000, consumername=name)
+            ids = [p["message_id"] for p in pending]
+            if ids:
+                entries += [e for e in self.redis.xclaim(naming.EVENTS_STREAM, naming.RECORDER_GROUP, self.consumer,
+                                                         min_idle_time=0, message_ids=ids) if e[1]]
+            self.redis.xgroup_delconsumer(naming.EVENTS_STREAM, naming.RECORDER_GROUP, name)
+        return entries
 
     def ensure_group(self) -> None:
         try:
@@ -136,23 +123,26 @@ class Recorder(threading.Thread):
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def _store(self, entries: list) -> None:
-        calls, events = merge(entries)
+    def _store(self, events: list[tuple[bytes, CallEvent]]) -> None:
+        calls = fold_all(event for _, event in events)
+        rows = [event_row(entry_id, event) for entry_id, event in events]
         with get_engine(self.db_url).begin() as conn:
             upsert_calls(conn, calls)
-            for keys in {tuple(sorted(e)) for e in events}:
-                group = [e for e in events if tuple(sorted(e)) == keys]
+            for keys in {tuple(sorted(r)) for r in rows}:
+                group = [r for r in rows if tuple(sorted(r)) == keys]
                 conn.execute(insert(m.Event).values(group).on_conflict_do_nothing(index_elements=["id"]))
 
-    def write(self, entries: list) -> None:
+    def write(self, entries: list[Entry]) -> None:
+        """Store, acknowledge and (with `publish`) announce a batch of stream entries."""
+        events = [(entry_id, CallEvent.from_fields(raw)) for entry_id, raw in entries]
         try:
-            self._store(entries)
+            self._store(events)
         except (IntegrityError, DataError):
             # A batch the database refuses (not an outage): store entry by entry and set aside
             # the ones it still refuses, so one bad event never blocks everyone's provenance.
-            for entry in entries:
+            for entry, event in zip(entries, events, strict=True):
                 try:
-                    self._store([entry])
+                    self._store([event])
                 except (IntegrityError, DataError) as exc:
                     self.rejected += 1
                     log.error("recorder: event %s refused (%s); kept in %s", entry[0], str(exc).splitlines()[0],
@@ -163,12 +153,8 @@ class Recorder(threading.Thread):
         pipe.xack(naming.EVENTS_STREAM, naming.RECORDER_GROUP, *ids)
         pipe.xdel(naming.EVENTS_STREAM, *ids)
         if self.publish:
-            for _, raw in entries:
-                e = _decode(raw)
-                message = json.dumps({"channel": "task", "state": e["event"], "call": e["call"], "socket": e.get("socket"),
-                                      "date": datetime.fromtimestamp(float(e["ts"]), tz=timezone.utc).isoformat(),
-                                      "room": e.get("processor"), **({"error": e["error"]} if e.get("error") else {})})
-                pipe.publish(naming.channel(e.get("processor") or "unknown", "task"), message)
+            for _, event in events:
+                pipe.publish(event.live_channel(), json.dumps(event.live_message()))
         pipe.execute()
         self.written += len(entries)
 
@@ -185,6 +171,8 @@ class Recorder(threading.Thread):
                 entries = [e for _, batch in (reply or []) for e in batch if e[1]]
                 if own_pending and not entries:
                     own_pending = False
+                while self._take_over:
+                    entries += self._claim_node(self._take_over.pop())
                 if time.monotonic() - last_claim > 30:
                     # Take over entries a dead recorder left pending for more than a minute.
                     last_claim = time.monotonic()
@@ -199,3 +187,21 @@ class Recorder(threading.Thread):
                 own_pending = True
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, 10)
+
+
+def consumer_name(node: str, pid: int | str) -> str:
+    """A recorder's consumer in the stream's group: its node's name first, so a node's are found."""
+    return f"{node}/{pid}"
+
+
+class RecorderStep(Step):
+    """The agent's recorder thread: started with the agent, joined last (it sees the stop event itself)."""
+
+    def __init__(self, db_url: str, client: redis.Redis, stop: threading.Event, node: str | None = None):
+        self.recorder = Recorder(db_url, client, stop, node=node)
+
+    def start(self) -> None:
+        self.recorder.start()
+
+    def close(self) -> None:
+        self.recorder.join(5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import elasticcode
+from elasticcode.embedded.files import readable_by_others, traversable_by_others
 from elasticcode.errors import ElasticCodeError
 
 # The messaging stack whose versions must match the agent's (wire protocol, task semantics).
@@ -39,13 +41,14 @@ class CodeError(ElasticCodeError):
 
 def run(argv: Sequence[str], *, timeout: float, what: str, cwd: Path | None = None,
         env: dict[str, str] | None = None,
-        fix: str = "check the network and the repository or package index, then retry") -> subprocess.CompletedProcess:
+        fix: str = "check the network and the repository or package index, then retry",
+        **popen) -> subprocess.CompletedProcess:
     """Run without a shell; on timeout kill the whole process group (git and pip spawn helpers
-    that would otherwise keep the pipes open and make us wait forever)."""
+    that would otherwise keep the pipes open and make us wait forever). `popen`: user, group..."""
     try:
         proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
+                                start_new_session=True, **popen)
     except FileNotFoundError:
         raise CodeError(f"cannot run {argv[0]} for {what}: it is not installed or was removed; install it") from None
     try:
@@ -121,6 +124,47 @@ def base_python() -> str:
     return getattr(sys, "_base_executable", None) or sys.executable
 
 
+def _reachable_python(candidate: str) -> bool:
+    """A Python of the agent's major.minor that another user can run, standard library included."""
+    path = Path(candidate).resolve()
+    if not readable_by_others(path, executable=True):
+        return False
+    done = subprocess.run([str(path), "-I", "-c", "import sys, sysconfig; print(sys.version_info[0], "
+                           "sys.version_info[1]); print(sysconfig.get_path('stdlib'))"],
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    lines = done.stdout.split("\n")
+    return (done.returncode == 0 and lines[0].split() == [str(sys.version_info[0]), str(sys.version_info[1])]
+            and traversable_by_others(Path(lines[1])))
+
+
+@functools.lru_cache(maxsize=1)
+def worker_python() -> str:
+    """As root, the interpreter workers' venvs are made from: one the worker user can run. The
+    agent's base when it is in public folders (a Python under /root is not); else
+    ELASTICCODE_WORKER_PYTHON, else the system's python of the same major.minor."""
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    candidates = [os.environ.get("ELASTICCODE_WORKER_PYTHON", ""), base_python(),
+                  *(f"{d}/python{version}" for d in ("/usr/local/bin", "/usr/bin", "/bin"))]
+    for candidate in dict.fromkeys(c for c in candidates if c):
+        if Path(candidate).is_file() and _reachable_python(candidate):
+            return candidate
+    raise CodeError(f"no Python {version} that the worker user can run: the agent's ({base_python()}) is in a "
+                    f"folder other users cannot enter; install python{version} system-wide (e.g. apt install "
+                    f"python{version}) or set ELASTICCODE_WORKER_PYTHON to one in public folders")
+
+
+def open_tree(root: Path) -> None:
+    """Make a tree we just built readable (never writable) by others: the worker user reads it.
+    Links are left alone (their targets are not ours)."""
+    for d, _dirs, names in os.walk(root):
+        os.chmod(d, (os.stat(d).st_mode & 0o7777) | 0o055)
+        for name in names:
+            p = os.path.join(d, name)
+            if not os.path.islink(p):
+                mode = os.stat(p).st_mode & 0o7777
+                os.chmod(p, mode | 0o044 | (0o011 if mode & 0o100 else 0))
+
+
 def find_uv() -> str | None:
     found = shutil.which("uv")
     if found:
@@ -133,11 +177,11 @@ def find_uv() -> str | None:
         return None
 
 
-def venv_key(requirements: Sequence[str]) -> tuple[str, dict]:
+def venv_key(requirements: Sequence[str], base: str | None = None) -> tuple[str, dict]:
     material = {
         "format": VENV_FORMAT,
         "python": sys.version,
-        "base": base_python(),
+        "base": base or base_python(),
         "runtime": runtime_pins(),
         "elasticcode": str(Path(elasticcode.__file__).resolve().parent),
         "requirements": sorted(set(requirements)),
@@ -166,9 +210,11 @@ def last_error_line(output: str) -> str:
 
 
 def ensure_venv(root: Path, requirements: Sequence[str], *, installer: str = "auto",
-                timeout: float = 900, progress: Callable[[str], None] = lambda m: None) -> Path:
-    """The venv for these requirements under root, built once; cheap when it exists."""
-    key, material = venv_key(requirements)
+                timeout: float = 900, progress: Callable[[str], None] = lambda m: None,
+                base: str | None = None) -> Path:
+    """The venv for these requirements under root, built once; cheap when it exists.
+    `base`: the interpreter to make it from (default: the agent's own base)."""
+    key, material = venv_key(requirements, base)
     venv = root / key
     if (venv / READY).exists():
         return venv
@@ -179,9 +225,10 @@ def ensure_venv(root: Path, requirements: Sequence[str], *, installer: str = "au
         # absolute paths. READY, written last, makes the finished venv visible atomically.
         shutil.rmtree(venv, ignore_errors=True)
         try:
-            _build(venv, runtime_pins() + list(requirements), installer, timeout, progress)
+            _build(venv, runtime_pins() + list(requirements), installer, timeout, progress, material["base"])
             link = site_packages(venv) / "elasticcode"
             link.symlink_to(material["elasticcode"], target_is_directory=True)
+            open_tree(venv)
             tmp = venv / f"{READY}.tmp"
             tmp.write_text(json.dumps(material, indent=1))
             os.replace(tmp, venv / READY)
@@ -191,12 +238,16 @@ def ensure_venv(root: Path, requirements: Sequence[str], *, installer: str = "au
     return venv
 
 
+SECRET_ENV = ("ELASTICCODE_", "PG", "DATABASE_URL")  # never handed to installers (packages' build scripts run)
+
+
 def _build(venv: Path, packages: list[str], installer: str, timeout: float,
-           progress: Callable[[str], None]) -> None:
+           progress: Callable[[str], None], base: str) -> None:
     uv = find_uv() if installer in ("auto", "uv") else None
     if installer == "uv" and not uv:
         raise CodeError("installer 'uv' is not available: pip install uv, or use installer='pip'")
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME") and not k.startswith(SECRET_ENV)}
     # uv trusts only its bundled roots unless told otherwise; pip trusts the system's. Use the
     # system store for both, so a machine behind a TLS-inspecting proxy works the same either way.
     env.update(PIP_NO_INPUT="1", PIP_DISABLE_PIP_VERSION_CHECK="1", UV_PYTHON_DOWNLOADS="never",
@@ -204,10 +255,10 @@ def _build(venv: Path, packages: list[str], installer: str, timeout: float,
     python = str(venv / "bin" / "python")
     progress(f"building virtual environment {venv.name} with {'uv' if uv else 'pip'}: {' '.join(packages)}")
     if uv:
-        create = [uv, "venv", "--quiet", "--python", base_python(), str(venv)]
+        create = [uv, "venv", "--quiet", "--python", base, str(venv)]
         install = [uv, "pip", "install", "--quiet", "--python", python, "--", *packages]
     else:
-        create = [base_python(), "-m", "venv", str(venv)]
+        create = [base, "-m", "venv", str(venv)]
         install = [python, "-m", "pip", "install", "--quiet", "--", *packages]
     done = run(create, timeout=120, what="creating a virtual environment", env=env, cwd=venv.parent)
     if done.returncode != 0:

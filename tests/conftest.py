@@ -18,9 +18,10 @@ import psycopg2
 import pytest
 from click.testing import CliRunner
 from psycopg2 import sql
+from runtime_helpers import use_services
 
 from elasticcode.db import schema
-from elasticcode.db.engine import dispose_all
+from elasticcode.db.engine import dispose_all, get_engine
 
 SYSTEM_PG = os.environ.get("ELASTICCODE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -67,12 +68,41 @@ def pg_server(request) -> str:
     return urls.admin_db.replace("postgresql+psycopg2://", "postgresql://", 1)
 
 
+REDIS_CLAIM = "ec:test:claimed-by"  # a db index's owner, so concurrent test runs never share (or flush) one
+
+
+def _claim(url: str, owner: str) -> bool:
+    from elasticcode.runtime.connections import redis_client
+
+    return bool(redis_client(url).set(REDIS_CLAIM, owner, nx=True, ex=4 * 3600))
+
+
+def flush_redis(url: str) -> None:
+    """Empty this run's Redis db index, keeping the run's claim on it."""
+    from elasticcode.runtime.connections import redis_client
+
+    client = redis_client(url)
+    claim = client.get(REDIS_CLAIM)
+    client.flushdb()
+    if claim:
+        client.set(REDIS_CLAIM, claim, ex=4 * 3600)
+
+
 @pytest.fixture(scope="session")
-def redis_base(request) -> str:
-    """Redis for broker and backend: the machine's (on a db index of our own) or the embedded one."""
-    if not FORCE_EMBEDDED and _answers("127.0.0.1", 6379):
-        return f"redis://127.0.0.1:6379/{8 + uuid.uuid4().int % 8}"
-    return request.getfixturevalue("embedded_stack").broker
+def redis_base(request) -> Iterator[str]:
+    """Redis for broker and backend: the machine's (on a db index no other run holds) or the embedded one."""
+    if FORCE_EMBEDDED or not _answers("127.0.0.1", 6379):
+        yield request.getfixturevalue("embedded_stack").broker
+        return
+    owner = f"{os.getpid()}-{uuid.uuid4()}"
+    indexes = [8 + (uuid.uuid4().int + i) % 8 for i in range(8)]
+    url = next((u for i in indexes if _claim(u := f"redis://127.0.0.1:6379/{i}", owner)), None)
+    if url is None:
+        pytest.exit("Redis db indexes 8-15 are all held by other test runs (key ec:test:claimed-by): wait for them", 2)
+    yield url
+    from elasticcode.runtime.connections import redis_client
+
+    redis_client(url).delete(REDIS_CLAIM)
 
 
 @pytest.fixture(scope="session")
@@ -95,6 +125,34 @@ def admin_url(pg_server: str) -> Iterator[str]:
         conn.close()
 
 
+@pytest.fixture(scope="session")
+def service_url(admin_url: str, pg_server: str, tmp_path_factory) -> Iterator[str]:
+    """URL of a login role of this run that is what an agent connects as: a member of
+    elasticcode_service, no superuser, no BYPASSRLS (as `flow up` makes `elasticcode_agent`)."""
+    from sqlalchemy.engine import make_url
+
+    from elasticcode.security import new_password, pgpass_line, scram_verifier, write_private_file
+
+    role, password = f"ec_agent_{uuid.uuid4().hex[:8]}", new_password()
+    passfile = tmp_path_factory.mktemp("service") / "pgpass"
+    url = make_url(admin_url)
+    write_private_file(passfile, pgpass_line(url.host or "localhost", role, password))
+    conn = psycopg2.connect(pg_server)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(scram_verifier(password))))
+        cur.execute(sql.SQL("GRANT elasticcode_service TO {}").format(sql.Identifier(role)))
+    try:
+        yield url.set(username=role, password=None, query={**url.query, "passfile": str(passfile)}).render_as_string(
+            hide_password=False)
+    finally:
+        dispose_all()
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        conn.close()
+
+
 @pytest.fixture
 def db_url(admin_url: str) -> str:
     """The run's database, emptied of network objects before each test."""
@@ -111,21 +169,14 @@ def db_url(admin_url: str) -> str:
 
 
 @pytest.fixture
-def services(db_url, redis_base, home, monkeypatch):
+def services(db_url, service_url, redis_base, home, monkeypatch):
     """The run's database plus an emptied Redis as broker and backend, in the environment."""
-    from elasticcode.client import api as client_api
-    from elasticcode.runtime.coord import redis_client
-    from elasticcode.runtime.dispatch import Dispatcher
+    from elasticcode.client import settings
 
-    redis_client(redis_base).flushdb()
-    env = {"ELASTICCODE_DB": db_url, "ELASTICCODE_BROKER": redis_base, "ELASTICCODE_BACKEND": redis_base}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    Dispatcher._instances.clear()
-    client_api.reset_settings()
-    yield env
-    client_api.reset_settings()
-    redis_client(redis_base).flushdb()
+    flush_redis(redis_base)
+    yield use_services(monkeypatch, db_url, redis_base, service_url)
+    settings.reset_settings()
+    flush_redis(redis_base)
 
 
 @pytest.fixture
@@ -134,7 +185,8 @@ def home(tmp_path: Path, monkeypatch) -> Path:
     path = tmp_path / "ech"
     path.mkdir()
     monkeypatch.setenv("ELASTICCODE_HOME", str(path))
-    for var in ("ELASTICCODE_DB", "ELASTICCODE_ADMIN_DB", "ELASTICCODE_BROKER", "ELASTICCODE_BACKEND", "ELASTICCODE_INI"):
+    for var in ("ELASTICCODE_DB", "ELASTICCODE_ADMIN_DB", "ELASTICCODE_SERVICE_DB", "ELASTICCODE_BROKER",
+                "ELASTICCODE_BACKEND", "ELASTICCODE_INI", "ELASTICCODE_PASSWORD"):
         monkeypatch.delenv(var, raising=False)
     return path
 
@@ -192,3 +244,25 @@ def sample_repo(tmp_path: Path) -> Path:
     repo.index.add(["pyfi/__init__.py", "pyfi/processors/__init__.py", "pyfi/processors/sample.py"])
     repo.index.commit("sample processors", author=git.Actor("t", "t@example.com"), committer=git.Actor("t", "t@example.com"))
     return repo_dir
+
+
+@pytest.fixture
+def make_role(db_url):
+    """Names of roles made by a test; dropped afterwards (roles are cluster-wide)."""
+    made: list[str] = []
+
+    def name() -> str:
+        role = f"u{uuid.uuid4().hex[:8]}"
+        made.append(role)
+        return role
+
+    yield name
+    dispose_all()
+    with get_engine(db_url).begin() as conn:
+        raw = conn.connection.dbapi_connection
+        with raw.cursor() as cur:
+            for role in made:
+                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+                if cur.fetchone():
+                    cur.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+                    cur.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))

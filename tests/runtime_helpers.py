@@ -30,6 +30,20 @@ def slow(x):
     return x
 
 
+def nap(x, seconds=1.0):
+    time.sleep(seconds)
+    return x
+
+
+def spin(x, seconds=0.02):
+    """About `seconds` of pure Python (CPU-bound), then its argument."""
+    end = time.perf_counter() + seconds
+    n = 0
+    while time.perf_counter() < end:
+        n += 1
+    return x
+
+
 def one(x):
     return x
 
@@ -79,7 +93,10 @@ def commit_change(repo: git.Repo, module: str, source: str) -> str:
 class AgentProcess:
     """`flow agent start` as a real subprocess with its own ELASTICCODE_HOME."""
 
-    def __init__(self, home: Path, env: dict[str, str], hostname: str = "testnode", cpus: int = 2):
+    def __init__(self, home: Path, env: dict[str, str], hostname: str | None = None, cpus: int = 2):
+        from elasticcode.runtime.naming import node_name
+
+        hostname = hostname or node_name()  # the node `-h localhost` names
         self.home, self.log = home, home / "agent-test.log"
         self.env = {**os.environ, **env, "ELASTICCODE_HOME": str(home)}
         self.args = [sys.executable, "-m", "kernel_agent", "start", "--hostname", hostname, "--cpus", str(cpus),
@@ -121,3 +138,18 @@ def flow_json(flow, *args):
     result = flow("--json", *args)
     assert result.code == 0, result
     return json.loads(result.out)
+
+
+def use_services(monkeypatch, db_url: str, redis_url: str, service_url: str) -> dict[str, str]:
+    """Point this process (and agents started with the returned env) at these services; agents
+    connect as the service role (ELASTICCODE_SERVICE_DB), never as the admin."""
+    from elasticcode.client import settings
+    from elasticcode.client.dispatch import Dispatcher
+
+    env = {"ELASTICCODE_DB": db_url, "ELASTICCODE_BROKER": redis_url, "ELASTICCODE_BACKEND": redis_url,
+           "ELASTICCODE_SERVICE_DB": service_url}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    Dispatcher.forget_all()
+    settings.reset_settings()
+    return env

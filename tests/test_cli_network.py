@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import flush_redis
 
+from elasticcode.client.dispatch import Dispatcher
 from elasticcode.runtime import naming
-from elasticcode.runtime.coord import redis_client
-from elasticcode.runtime.dispatch import Dispatcher
+from elasticcode.runtime.connections import redis_client
 
 
 def network_file(tmp_path, repo) -> str:
@@ -54,10 +55,11 @@ def test_node_stats(flow):
 @pytest.mark.timeout(60)
 def test_scheduler_sends_interval_calls(flow, sample_repo, redis_base, monkeypatch):
     client = redis_client(redis_base)
-    client.flushdb()
+    flush_redis(redis_base)
     monkeypatch.setenv("ELASTICCODE_BROKER", redis_base)
     monkeypatch.setenv("ELASTICCODE_BACKEND", redis_base)
-    Dispatcher._instances.clear()
+    Dispatcher.forget_all()
+    assert flow("add", "queue", "-n", "bq").code == 0
     assert flow("add", "processor", "-n", "bp", "-g", str(sample_repo), "-m", "pyfi.processors.sample").code == 0
     assert flow("add", "socket", "-n", "tick", "-q", "bq", "-pn", "bp", "-t", "do_this", "-i", "1").code == 0
     result = flow("scheduler", "start", "--duration", "2.5")
@@ -65,4 +67,4 @@ def test_scheduler_sends_interval_calls(flow, sample_repo, redis_base, monkeypat
     sent = [line for line in result.out.splitlines() if line.startswith("tick: call ")]
     assert 2 <= len(sent) <= 4, result.out
     assert client.llen(naming.broker_queue("bq", "bp")) == len(sent)  # durable in the broker until a worker runs
-    client.flushdb()
+    flush_redis(redis_base)

@@ -7,8 +7,9 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from elasticcode.db.engine import session_scope
 from elasticcode.db import model as m
+from elasticcode.db.engine import session_scope
+from elasticcode.runtime.naming import node_name
 
 
 def counts(url: str) -> dict[str, int]:
@@ -32,7 +33,7 @@ def test_quickstart_objects_are_listed(flow, sample_repo):
     quickstart(flow, sample_repo)
     procs = json.loads(flow("--json", "ls", "processors").out)
     assert [(p["name"], p["module"], p["concurrency"], p["hostname"]) for p in procs] == [
-        ("proc1", "pyfi.processors.sample", 5, "localhost")
+        ("proc1", "pyfi.processors.sample", 5, node_name())  # `-h localhost`: this machine's node
     ]
     sockets = json.loads(flow("--json", "ls", "sockets").out)
     assert {(s["name"], s["processor"], s["function"], s["queue"]) for s in sockets} == {

@@ -13,11 +13,11 @@ from pathlib import Path
 import git
 import pandas as pd
 import pytest
+from runtime_helpers import AgentProcess, wait_until
 
 import elasticcode
 from elasticcode.client import api as client_api
 from elasticcode.errors import ElasticCodeError
-from runtime_helpers import AgentProcess, wait_until
 
 pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,8 @@ from pathlib import Path
 import git
 import pytest
 
-from kernel_agent.code import CodeCache, CodeError, CodeSpec, PreparedCode
+from kernel_agent.code import CODE_ROOT, CodeCache, CodeError, CodeSpec, PreparedCode
+from kernel_agent.sandbox import Sandbox, agent_sandbox
 
 AUTHOR = git.Actor("t", "t@example.com")
 
@@ -32,6 +33,12 @@ def venv_python(prepared: PreparedCode, code: str) -> str:
     done = subprocess.run([str(prepared.python), "-I", "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
+
+
+def isolated(home: Path, **kwargs) -> CodeCache:
+    """A cache of its own (checkouts and venvs under `home`, code run as this user): for tests that
+    count builds, which the machine-wide cache of a root agent would share across tests."""
+    return CodeCache(home, shared_root=home, sandbox=Sandbox.own_user(), **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -173,12 +180,12 @@ def test_module_that_raises_on_import(cache: CodeCache, tmp_path: Path):
 
 @pytest.mark.timeout(600)
 def test_unknown_requirement_fails_clearly(tmp_path: Path, repo: Path):
-    cache = CodeCache(tmp_path / "home")
+    cache = isolated(tmp_path / "home")
     started = time.monotonic()
     with pytest.raises(CodeError, match=r"requirements of the processor failed to install: .*this-package-does-not-exist-elasticcode"):
         cache.prepare(CodeSpec(str(repo), requirements="this-package-does-not-exist-elasticcode==9.9"))
     assert time.monotonic() - started < 300
-    assert not any(p for p in (tmp_path / "home" / "venvs").iterdir() if p.name.startswith("py"))  # no half venv
+    assert not any(p for p in cache.venv_root.iterdir() if p.name.startswith("py"))  # no half venv
 
 
 @pytest.mark.timeout(120)
@@ -205,7 +212,7 @@ def test_repository_that_asks_for_credentials_fails_instead_of_hanging(tmp_path:
 
 @pytest.mark.timeout(900)
 def test_two_threads_preparing_one_spec_build_once(tmp_path: Path, repo: Path):
-    cache = CodeCache(tmp_path / "home")
+    cache = isolated(tmp_path / "home")
     spec = CodeSpec(str(repo), requirements="six==1.16.0")
     steps: list[str] = []
     results: list[PreparedCode | BaseException] = []
@@ -230,6 +237,30 @@ def test_two_threads_preparing_one_spec_build_once(tmp_path: Path, repo: Path):
 @pytest.mark.timeout(900)
 def test_pip_builds_the_same_kind_of_venv(tmp_path: Path, repo: Path):
     steps: list[str] = []
-    prepared = CodeCache(tmp_path / "home", installer="pip").prepare(CodeSpec(str(repo)), progress=steps.append)
+    prepared = isolated(tmp_path / "home", installer="pip").prepare(CodeSpec(str(repo)), progress=steps.append)
     assert any("with pip" in s for s in steps), steps
     assert venv_python(prepared, "import elasticcode, celery, redis, sys; print(sys.prefix)") == str(prepared.venv_dir)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not agent_sandbox().separate, reason="as root only: workers then run as a user of their own")
+def test_as_root_code_is_readable_by_the_worker_user_and_imported_as_it(cache: CodeCache, tmp_path: Path):
+    import os
+    import stat
+
+    path = tmp_path / "whoami"
+    commit(path, {"who.py": "import os\nraise RuntimeError(f'uid {os.getuid()} home {os.environ.get(\"HOME\")} '\n"
+                            "                   f'{sorted(k for k in os.environ if k.startswith((\"ELASTICCODE\", \"PG\")))}')\n"})
+    prepared = cache.prepare(CodeSpec(str(path)))
+    sandbox = agent_sandbox()
+    assert prepared.code_dir.is_relative_to(CODE_ROOT) and prepared.venv_dir.is_relative_to(CODE_ROOT)
+    root = CODE_ROOT.stat()
+    assert (root.st_uid, root.st_gid, stat.S_IMODE(root.st_mode)) == (0, sandbox.gid, 0o750)
+    for p in (prepared.code_dir / "who.py", prepared.venv_dir / "pyvenv.cfg"):
+        assert p.stat().st_uid == 0 and p.stat().st_mode & 0o044 == 0o044 and not p.stat().st_mode & 0o022
+    os.environ["ELASTICCODE_PROBE"] = "secret"  # what the agent has must not reach the import check
+    try:
+        with pytest.raises(CodeError, match=rf"RuntimeError: uid {sandbox.uid} home .* \[\]"):
+            cache.check_module(prepared, "who", ["f"])
+    finally:
+        del os.environ["ELASTICCODE_PROBE"]

@@ -9,16 +9,17 @@ import uuid
 from datetime import datetime, timezone
 
 import pytest
+from runtime_helpers import AgentProcess, make_repo, wait_until
 from sqlalchemy import text
 
 from elasticcode.catalog.calls import call_tree
 from elasticcode.config import Settings
 from elasticcode.db.engine import get_engine, session_scope
-from elasticcode.runtime.coord import redis_client
+from elasticcode.runtime.connections import redis_client
+from elasticcode.runtime.naming import node_name
 from jupyter_ext.calltree import call_tree_widget
 from jupyter_ext.graph import FlowGraph, show_graph
 from jupyter_ext.live import LiveStates, StateTally
-from runtime_helpers import AgentProcess, make_repo, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 MODULE = "pyfi.processors.sample"
@@ -295,6 +296,9 @@ def test_live_graph_follows_real_calls_of_a_real_agent(flow, services, home, tmp
         wait_until(lambda: by_name(graph)["this"].classes == "socket done" and by_name(graph)["boom"].classes == "socket failed",
                    10, 0.1, "real call events to colour the graph")
         assert "✓1" in by_name(graph)["this"].data["label"] and "✗1" in by_name(graph)["boom"].data["label"]
+        # The processor's box shows its processes on the agent's node (busy/pool), from the published figures.
+        node = node_name()  # the agent's (AgentProcess's default)
+        wait_until(lambda: f"{node} 0/" in by_name(graph)["proc1"].data["label"], 10, 0.2, "processes per node in the graph")
     finally:
         graph.close()
         agent.stop()

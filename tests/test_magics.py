@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from IPython import get_ipython
 from IPython.core.error import UsageError
 from IPython.testing.globalipapp import start_ipython
 
 
 @pytest.fixture(scope="module")
 def ip():
-    shell = start_ipython()
+    shell = start_ipython() or get_ipython()  # one test shell per process: another module may have started it
     shell.run_line_magic("load_ext", "elasticcode")
     return shell
 
@@ -78,9 +79,10 @@ CELL_V2 = CELL_V1.replace('text.upper() + "!"', 'text.upper() + "!!"')
 
 @pytest.mark.timeout(300)
 def test_processor_cell_deploys_and_redeploys(ip, flow, redis_base, home, monkeypatch):
-    from elasticcode.client import api as client_api
-    from elasticcode.runtime.coord import redis_client
     from runtime_helpers import AgentProcess, wait_until
+
+    from elasticcode.client import api as client_api
+    from elasticcode.runtime.connections import redis_client
 
     redis_client(redis_base).flushdb()
     monkeypatch.setenv("ELASTICCODE_BROKER", redis_base)
@@ -136,3 +138,15 @@ def test_processor_cell_pushes_to_a_remote(ip, flow, tmp_path):
     assert git.Repo(bare).commit("main").hexsha == published.commit
     procs = __import__("json").loads(flow("--json", "ls", "processors").out)
     assert [(p["name"], p["gitrepo"], p["commit"]) for p in procs] == [("remote_one", str(bare), published.commit)]
+
+
+def test_processor_cell_takes_min_and_node(ip, flow):
+    """`--min` and `-h` as on `flow add processor`: `-h localhost` is this machine's node."""
+    from elasticcode.runtime.naming import node_name
+
+    ip.run_cell_magic("flow", "processor pinned -c 3 --min 1 -h localhost", "def f(x):\n    return x\n")
+    procs = __import__("json").loads(flow("--json", "ls", "processors").out)
+    assert [(p["name"], p["concurrency"], p["min_concurrency"], p["hostname"]) for p in procs] == [
+        ("pinned", 3, 1, node_name())]
+    with pytest.raises(UsageError, match="--min 4"):
+        ip.run_cell_magic("flow", "processor pinned -c 3 --min 4", "def f(x):\n    return x\n")

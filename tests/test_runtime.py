@@ -8,12 +8,12 @@ import uuid
 
 import psutil
 import pytest
+from runtime_helpers import AgentProcess, commit_change, flow_json, make_repo, wait_until
 
 from elasticcode import config
+from elasticcode.client.dispatch import Dispatcher, WaitingWarning
 from elasticcode.runtime import naming
-from elasticcode.runtime.coord import redis_client
-from elasticcode.runtime.dispatch import Dispatcher, WaitingWarning
-from runtime_helpers import AgentProcess, commit_change, flow_json, make_repo, wait_until
+from elasticcode.runtime.connections import redis_client
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -170,7 +170,6 @@ def test_stopped_processor_keeps_calls_queued_and_new_commit_runs(flow, agent, r
     assert dispatcher.send(f"{MODULE}.do_this", ("a",)).get(timeout=120) == "Do this: a"
     assert flow("proc", "stop", "-n", "proc1").code == 0
     wait_until(lambda: flow_json(flow, "ls", "processors")[0]["status"] == "stopped", 30, what="processor stopped")
-    dispatcher._targets.clear()  # forget the cached "running" status
     with pytest.warns(WaitingWarning, match="proc1 is stopped"):
         queued = dispatcher.send(f"{MODULE}.do_this", ("b",))
     time.sleep(2)
@@ -184,11 +183,24 @@ def test_stopped_processor_keeps_calls_queued_and_new_commit_runs(flow, agent, r
     assert workers[0]["commit"] == sha
 
 
-def test_processor_that_does_not_fit_is_pending(flow, agent, repo):
+def test_processor_wider_than_the_node_runs_without_oversubscribing_it(flow, agent, repo):
+    # Was: `-c 5` on a 2-core node stayed pending. Now every processor runs and the node's CPUs
+    # bound its *busy* processes: a backlog of calls runs at most 2 at a time, and it says why.
     network(flow, repo, concurrency=5)
-    proc = wait_until(lambda: next((p for p in flow_json(flow, "ls", "processors") if p["status"] == "pending"), None),
-                      30, what="pending status")
-    assert "needs 5 CPUs" in proc["status_message"] and "lower -c" in proc["status_message"]
+    add_socket(flow, "nap", "nap")
+    wait_until(lambda: flow_json(flow, "ls", "processors")[0]["status"] == "running", 60, what="running status")
+    dispatcher = Dispatcher.for_settings(config.load())
+    results = [dispatcher.send("nap", (i, 0.5)) for i in range(12)]
+    proc = wait_until(lambda: next((p for p in flow_json(flow, "ls", "processors")
+                                    if (p["status_message"] or "").startswith("running: 2 of max 5")), None),
+                      30, what="the capped status message")
+    assert proc["status"] == "running" and "busy" in proc["status_message"]
+    assert [r.get(timeout=60) for r in results] == list(range(12))
+    done = wait_until(lambda: (rows := [c for c in calls(flow) if c["name"] == "nap" and c["finished"]])
+                      and len(rows) == 12 and rows, 30, what="the 12 calls recorded")
+    spans = sorted((c["started"], c["finished"]) for c in done)
+    most = max(sum(1 for s, f in spans if s <= start < f) for start, _ in spans)
+    assert most == 2, spans  # both cores used, never more
 
 
 def test_error_plug_and_dead_letter(flow, agent, repo):
@@ -226,7 +238,7 @@ def _rabbitmq_answers() -> bool:
 def test_rabbitmq_broker(flow, services, home, repo, monkeypatch):
     broker = "amqp://guest:guest@127.0.0.1:5672//"
     monkeypatch.setenv("ELASTICCODE_BROKER", broker)
-    Dispatcher._instances.clear()
+    Dispatcher.forget_all()
     process = AgentProcess(home / "agent-amqp", {**services, "ELASTICCODE_BROKER": broker}).start()
     try:
         queue = f"q{uuid.uuid4().hex[:8]}"  # RabbitMQ queues are shared by every run on this machine
@@ -270,7 +282,7 @@ def test_database_outage_delays_provenance_but_loses_none(tmp_path, repo, monkey
     from elasticcode import embedded
     from elasticcode.db import schema
     from elasticcode.embedded import postgres as embedded_pg
-    from elasticcode.embedded.paths import load_state
+    from elasticcode.embedded.state import load_state
 
     home = tmp_path / "outage"
     urls = embedded.up(home)
@@ -278,10 +290,11 @@ def test_database_outage_delays_provenance_but_loses_none(tmp_path, repo, monkey
         schema.init(urls.admin_db)
         schema.enrol(urls.admin_db, urls.app_role)
         env = {"ELASTICCODE_DB": urls.db, "ELASTICCODE_ADMIN_DB": urls.admin_db,
+               "ELASTICCODE_SERVICE_DB": embedded.stack.ensure_service_role(home),
                "ELASTICCODE_BROKER": urls.broker, "ELASTICCODE_BACKEND": urls.backend}
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        Dispatcher._instances.clear()
+        Dispatcher.forget_all()
         flow = bare_flow
         process = AgentProcess(home / "agent", env).start()
         try:
@@ -289,14 +302,14 @@ def test_database_outage_delays_provenance_but_loses_none(tmp_path, repo, monkey
             dispatcher = Dispatcher.for_settings(config.load())
             assert dispatcher.send(f"{MODULE}.do_this", ("warm",)).get(timeout=120) == "Do this: warm"
             embedded_pg.down(load_state(home)["postgres"], lambda _: None)
-            during = [dispatcher.send(f"{MODULE}.do_this", (i,)) for i in range(5)]
-            assert [r.get(timeout=60) for r in during] == [f"Do this: {i}" for i in range(5)]
+            during = [dispatcher.send(f"{MODULE}.do_this", (i,)) for i in range(100)]  # routes come from Redis
+            assert [r.get(timeout=60) for r in during] == [f"Do this: {i}" for i in range(100)]
             embedded.up(home)
             ids = {r.id for r in during}
 
             def recorded():
                 rows = [c for c in calls(flow) if c["id"] in ids and c["state"] == "finished"]
-                return rows if len(rows) == 5 else None
+                return rows if len(rows) == 100 else None
 
             wait_until(recorded, 90, what="calls made during the outage to be recorded")
         finally:
@@ -340,10 +353,10 @@ def test_a_plug_applies_to_the_next_call_once_published(flow, agent, repo, servi
     dispatcher = Dispatcher.for_settings(config.load())
     assert dispatcher.send(f"{MODULE}.do_something", ("warm",)).get(timeout=120) == "TEXT:warm"
     client = redis_client(services["ELASTICCODE_BROKER"])
-    before = int(client.get(naming.TOPOLOGY_VERSION_KEY) or 0)
+    before = int(client.get(naming.ROUTES_VERSION_KEY) or 0)
     added = time.monotonic()
     assert flow("add", "plug", "-n", "p1", "-s", f"{MODULE}.do_something", "-t", f"{MODULE}.do_this").code == 0
-    wait_until(lambda: int(client.get(naming.TOPOLOGY_VERSION_KEY) or 0) > before, 10, 0.01, what="the agent to publish")
+    wait_until(lambda: int(client.get(naming.ROUTES_VERSION_KEY) or 0) > before, 10, 0.01, what="the agent to publish")
     published = time.monotonic() - added
     first = dispatcher.send(f"{MODULE}.do_something", ("right away",))  # no sleep: the very next call
     assert first.get(timeout=60) == "TEXT:right away"
@@ -353,3 +366,24 @@ def test_a_plug_applies_to_the_next_call_once_published(flow, agent, repo, servi
 
     assert wait_until(child, 30, what="the plugged call of the very next call")[0]["name"] == f"{MODULE}.do_this"
     assert published < 2.0, f"the agent took {published:.2f}s to publish the new plug"
+
+
+def test_a_plug_binding_an_argument_the_target_lacks_is_an_error_and_carries_nothing(flow, agent, repo):
+    network(flow, repo)
+    for name, function in (("one", "one"), ("add_two", "add_two")):
+        add_socket(flow, name, function)
+    assert flow("add", "plug", "-n", "bad", "-s", "one", "-t", "add_two", "-a", "three").code == 0
+
+    def marked():
+        plug = flow_json(flow, "ls", "plugs")[0]
+        return plug if plug["status"] == "error" else None
+
+    plug = wait_until(marked, 60, what="the agent to mark the plug")
+    assert "'three'" in plug["status_message"] and "add_two(one, two)" in plug["status_message"], plug
+    dispatcher = Dispatcher.for_settings(config.load())
+    sent = dispatcher.send("one", (1,))
+    assert sent.get(timeout=60) == 1
+    time.sleep(2)  # a plug that still carried calls would have sent one by now
+    assert [c for c in calls(flow) if c["parent"] == sent.id] == []
+    assert flow("update", "plug", "-n", "bad", "-a", "one").code == 0
+    wait_until(lambda: flow_json(flow, "ls", "plugs")[0]["status"] != "error", 60, what="the fixed plug")

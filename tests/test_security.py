@@ -3,42 +3,37 @@
 from __future__ import annotations
 
 import json
-import uuid
+import stat
 
 import psycopg2
 import pytest
-from psycopg2 import sql
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from elasticcode.db.engine import dispose_all, get_engine
+from elasticcode import config
+from elasticcode.db.engine import get_engine
 from elasticcode.security import redact_url, scram_verifier
 
-
-@pytest.fixture
-def make_role(db_url):
-    """Names of roles made by a test; dropped afterwards (roles are cluster-wide)."""
-    made: list[str] = []
-
-    def name() -> str:
-        role = f"u{uuid.uuid4().hex[:8]}"
-        made.append(role)
-        return role
-
-    yield name
-    dispose_all()
-    with get_engine(db_url).begin() as conn:
-        raw = conn.connection.dbapi_connection
-        with raw.cursor() as cur:
-            for role in made:
-                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
-                if cur.fetchone():
-                    cur.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-                    cur.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+PASSWORD = "s3cret-pass"
 
 
-def as_role(db_url: str, role: str) -> str:
-    return make_url(db_url).set(username=role, password=None).render_as_string(hide_password=False)
+def login(flow, db_url: str, role: str, monkeypatch, password: str = PASSWORD) -> str:
+    """`flow login -n ROLE` (password prompted) from the admin's URL; the environment then acts as ROLE.
+
+    Returns ROLE's URL: it names the home's password file, where login keeps the password, so
+    the role connects on SCRAM servers (the embedded stack) as well as on trust-auth ones."""
+    monkeypatch.setenv("ELASTICCODE_DB", db_url)
+    result = flow("login", "-n", role, input=password + "\n")
+    assert result.code == 0, result
+    monkeypatch.delenv("ELASTICCODE_DB")
+    url = config.load().db
+    assert url and make_url(url).username == role and "passfile=" in url
+    monkeypatch.setenv("ELASTICCODE_DB", url)
+    return url
+
+
+def libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg2://", "postgresql://", 1)
 
 
 def test_scram_verifier_matches_postgres_format():
@@ -65,8 +60,8 @@ def test_add_user_stores_only_a_scram_verifier(flow, db_url, make_role):
 
 def test_rights_are_checked_and_granted(flow, db_url, make_role, monkeypatch):
     joe = make_role()
-    assert flow("add", "user", "-n", joe, input="s3cret-pass\ns3cret-pass\n").code == 0
-    monkeypatch.setenv("ELASTICCODE_DB", as_role(db_url, joe))
+    assert flow("add", "user", "-n", joe, input=f"{PASSWORD}\n{PASSWORD}\n").code == 0
+    joe_url = login(flow, db_url, joe, monkeypatch)
     denied = flow("ls", "queues")
     assert denied.code == 1 and "LS_QUEUES" in denied.err and f"flow add privilege -u {joe}" in denied.err
     assert "ADD_QUEUE" in flow("add", "queue", "-n", "jq").err
@@ -77,26 +72,42 @@ def test_rights_are_checked_and_granted(flow, db_url, make_role, monkeypatch):
     assert flow("add", "privilege", "-r", f"dev{joe}", "-n", "ADD_QUEUE").code == 0
     assert flow("update", "user", "-n", joe, "--add-role", f"dev{joe}").code == 0
 
-    monkeypatch.setenv("ELASTICCODE_DB", as_role(db_url, joe))
+    monkeypatch.setenv("ELASTICCODE_DB", joe_url)
     assert flow("add", "queue", "-n", "jq").code == 0
     assert [q["owner"] for q in json.loads(flow("--json", "ls", "queues").out)] == [joe]
     who = json.loads(flow("--json", "whoami").out)
     assert who["user"] == joe and set(who["rights"]) == {"LS_QUEUES", "ADD_QUEUE"}
 
 
+def test_login_keeps_the_password_in_the_private_password_file(flow, db_url, make_role, monkeypatch, home):
+    joe = make_role()
+    assert flow("add", "user", "-n", joe, input=f"{PASSWORD}\n{PASSWORD}\n").code == 0
+    url = login(flow, db_url, joe, monkeypatch)
+    pgpass = home / "pgpass"
+    assert stat.S_IMODE(pgpass.stat().st_mode) == 0o600 and f":{joe}:{PASSWORD}" in pgpass.read_text()
+    assert PASSWORD not in (home / "elasticcode.ini").read_text() and PASSWORD not in url
+    conn = psycopg2.connect(libpq(url))  # joe connects with what login stored, on any server
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT current_user")
+        assert cur.fetchone()[0] == joe
+    conn.close()
+    assert flow("logout").code == 0
+    assert f":{joe}:" not in pgpass.read_text()
+
+
 def test_row_level_security_keeps_rows_private(flow, db_url, make_role, monkeypatch):
     joe, ann = make_role(), make_role()
     for user in (joe, ann):
-        assert flow("add", "user", "-n", user, input="s3cret-pass\ns3cret-pass\n").code == 0
+        assert flow("add", "user", "-n", user, input=f"{PASSWORD}\n{PASSWORD}\n").code == 0
         assert flow("add", "privilege", "-u", user, "-n", "ALL").code == 0
-    monkeypatch.setenv("ELASTICCODE_DB", as_role(db_url, joe))
+    login(flow, db_url, joe, monkeypatch)
     assert flow("add", "queue", "-n", "shared-name").code == 0
-    monkeypatch.setenv("ELASTICCODE_DB", as_role(db_url, ann))
+    ann_url = login(flow, db_url, ann, monkeypatch)
     assert json.loads(flow("--json", "ls", "queues").out) == []
     # Names are unique per owner, so ann may use the same name.
     assert flow("add", "queue", "-n", "shared-name").code == 0
     # Even raw SQL cannot read or forge another owner's rows.
-    conn = psycopg2.connect(as_role(db_url, ann).replace("postgresql+psycopg2", "postgresql"))
+    conn = psycopg2.connect(libpq(ann_url))
     with conn, conn.cursor() as cur:
         cur.execute("SELECT owner FROM queue")
         assert [r[0] for r in cur.fetchall()] == [ann]
@@ -110,9 +121,9 @@ def test_row_level_security_keeps_rows_private(flow, db_url, make_role, monkeypa
 def test_non_user_role_is_told_what_to_do(flow, db_url, make_role, monkeypatch):
     stranger = make_role()
     with get_engine(db_url).begin() as conn:
-        conn.exec_driver_sql(f'CREATE ROLE "{stranger}" LOGIN')
+        conn.exec_driver_sql(f"CREATE ROLE \"{stranger}\" LOGIN PASSWORD '{scram_verifier(PASSWORD)}'")
         conn.exec_driver_sql(f'GRANT elasticcode_user TO "{stranger}"')
-    monkeypatch.setenv("ELASTICCODE_DB", as_role(db_url, stranger))
+    login(flow, db_url, stranger, monkeypatch)
     result = flow("ls", "processors")
     assert result.code == 1 and "is not an ElasticCode user" in result.err
 

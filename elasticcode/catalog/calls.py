@@ -10,9 +10,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from ..db import model as m
 from ..errors import ElasticCodeError, NotFound
+from ..runtime.events import CALL_SUMMARY
 from . import rights
-
-CALL_COLUMNS = ("id", "name", "state", "owner", "received", "started", "finished", "duration", "tracking", "parent", "worker", "host")
 
 
 def page_of_calls(
@@ -33,7 +32,7 @@ def page_of_calls(
     total = session.execute(select(func.count()).select_from(query.subquery())).scalar_one()
     order = m.Call.created.asc() if ascend else m.Call.created.desc()
     calls = session.execute(query.order_by(order, m.Call.id).offset((page - 1) * rows).limit(rows)).scalars()
-    return [{c: getattr(call, c) for c in CALL_COLUMNS} for call in calls], total
+    return [{c: getattr(call, c) for c in CALL_SUMMARY} for call in calls], total
 
 
 def _call_id(value: str, what: str = "call id") -> str:
@@ -90,6 +89,6 @@ def call_tree(session: Session, call_id: str, whole_flow: bool = False) -> CallT
 
     def build(call: m.Call, depth: int = 0) -> dict[str, Any]:
         kids = [] if depth > 1000 else [build(c, depth + 1) for c in children.get(call.id, ()) if c.id != call.id]
-        return {"call": {c: getattr(call, c) for c in CALL_COLUMNS}, "children": kids}
+        return {"call": {c: getattr(call, c) for c in CALL_SUMMARY}, "children": kids}
 
     return CallTree(build(root))

@@ -60,7 +60,10 @@ PROCESSOR = Kind(
         Field("module", ("-m", "--module"), "Python module (e.g. some.module.path)", required=True),
         Field("gitrepo", ("-g", "--gitrepo"), "Git repository URL or path", required=True),
         Field("hostname", ("-h", "--hostname"), "Target node hostname (any node when omitted)"),
-        Field("concurrency", ("-c", "--concurrency", "-cs", "--cpus"), "Worker processes (CPUs occupied)", int, default=1),
+        Field("concurrency", ("-c", "--concurrency", "-cs", "--cpus"),
+              "Most busy worker processes per node (the node's CPUs are shared by busy processes)", int, default=1),
+        Field("min_concurrency", ("--min",), "Worker processes kept per node even when idle (0: started on demand)",
+              int, default=0),
         Field("branch", ("-br", "--branch"), "Git branch to check out"),
         Field("commit", ("--commit",), "Git commit to pin (the manual's -c)"),
         Field("gittag", ("--tag",), "Git tag to check out"),
@@ -75,7 +78,8 @@ PROCESSOR = Kind(
         Field("hasapi", ("-a", "--api/--no-api"), "Has an API endpoint", bool, default=False),
         DESCRIPTION,
     ),
-    ("name", "module", "gitrepo", "commit", "hostname", "concurrency", "status", "status_message", "owner"),
+    ("name", "module", "gitrepo", "commit", "hostname", "min_concurrency", "concurrency", "status", "status_message",
+     "owner"),
     "PROCESSOR",
 )
 
@@ -105,7 +109,7 @@ PLUG = Kind(
         Field("type", ("--type",), "Fire on the source's RESULT or on its ERROR", m.PLUG_TYPES, default="RESULT"),
         DESCRIPTION,
     ),
-    ("name", "source", "target", "argument", "type", "owner"),
+    ("name", "source", "target", "argument", "type", "status", "status_message", "owner"),
     "PLUG",
 )
 
@@ -118,7 +122,7 @@ NODE = Kind(
         Field("scheduler", ("-s", "--scheduler"), "Scheduler that places work on this node"),
         DESCRIPTION,
     ),
-    ("name", "hostname", "cpus", "cpuload", "freemem", "owner", "lastupdated"),
+    ("name", "hostname", "status", "cpus", "cpuload", "freemem", "owner", "lastupdated"),
     "NODE",
 )
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from ..db import model as m
 from ..errors import AlreadyExists, ElasticCodeError, NotFound
+from ..runtime import naming
 from . import rights
 from .kinds import KINDS, Kind
 from .repos import check_gitrepo
@@ -69,23 +70,30 @@ def _positive(value: int | None, what: str) -> None:
 # -- per-kind preparation: turn CLI/API values into model attributes -------------------------
 
 
-def _prepare_processor(session: Session, values: dict, settings_repos: tuple[str, ...], obj: Any) -> dict:
+def _prepare_processor(session: Session, values: dict, settings_repos: tuple[str, ...], obj: Any, create_queues: bool = False) -> dict:
     if "gitrepo" in values:
         values["gitrepo"] = check_gitrepo(values["gitrepo"], settings_repos)
     if "module" in values and not DOTTED.match(values["module"] or ""):
         raise ElasticCodeError(f"module {values['module']!r} is not a dotted Python module path: e.g. pkg.module")
     _positive(values.get("concurrency"), "concurrency")
+    if "hostname" in values:
+        values["hostname"] = naming.pinned_node(values["hostname"])
+    low = values.get("min_concurrency")
+    high = values.get("concurrency", obj.concurrency if obj is not None else None)
+    if low is not None and (low < 0 or (high is not None and low > high)):
+        raise ElasticCodeError(f"--min {low} must be between 0 and the processor's -c/--concurrency ({high})")
     if "commit" in values and values["commit"] is not None and not re.fullmatch(r"[0-9a-fA-F]{4,64}", values["commit"]):
         raise ElasticCodeError(f"commit {values['commit']!r} is not a git commit id: give a hex sha (use --tag for tags)")
     return values
 
 
 def _queue(session: Session, name: str, create: bool) -> m.Queue:
+    """The queue of that name; a missing one is made only when the caller asked (the Python API does)."""
     try:
         return find(session, KINDS["queue"], name)
     except NotFound:
         if not create:
-            raise
+            raise NotFound(f"queue {name!r} does not exist: add it first with `flow add queue -n {name}`") from None
         rights.require(session, "ADD_QUEUE")
         queue = m.Queue(name=name)
         session.add(queue)
@@ -93,12 +101,12 @@ def _queue(session: Session, name: str, create: bool) -> m.Queue:
         return queue
 
 
-def _prepare_socket(session: Session, values: dict, _repos: tuple[str, ...], obj: Any) -> dict:
+def _prepare_socket(session: Session, values: dict, _repos: tuple[str, ...], obj: Any, create_queues: bool = False) -> dict:
     processor = find(session, KINDS["processor"], values.pop("processor")) if "processor" in values else (obj and obj.processor)
+    function = _identifier(values.pop("function"), "function") if "function" in values else None
     if "queue" in values:
-        values["queue_id"] = _queue(session, values.pop("queue"), create=True).id
-    if "function" in values:
-        function = _identifier(values.pop("function"), "function")
+        values["queue_id"] = _queue(session, values.pop("queue"), create=create_queues).id
+    if function is not None:
         task_name = f"{processor.name}.{function}"
         task = session.execute(
             select(m.Task).where(m.Task.name == task_name, m.Task.owner == func.current_user())
@@ -131,12 +139,12 @@ def _reachable(session: Session, start: str, goal: str, ignore: str | None) -> b
     return False
 
 
-def _prepare_plug(session: Session, values: dict, _repos: tuple[str, ...], obj: Any) -> dict:
+def _prepare_plug(session: Session, values: dict, _repos: tuple[str, ...], obj: Any, create_queues: bool = False) -> dict:
     source = find(session, KINDS["socket"], values.pop("source")) if "source" in values else (obj and obj.source)
     target = find(session, KINDS["socket"], values.pop("target")) if "target" in values else (obj and obj.target)
     if "queue" in values:
         queue = values.pop("queue")
-        values["queue_id"] = _queue(session, queue, create=True).id if queue else None
+        values["queue_id"] = _queue(session, queue, create=create_queues).id if queue else None
     if values.get("argument"):
         _identifier(values["argument"], "argument")
     if source.id == target.id:
@@ -152,7 +160,7 @@ def _prepare_plug(session: Session, values: dict, _repos: tuple[str, ...], obj: 
     return values
 
 
-def _prepare_node(session: Session, values: dict, _repos: tuple[str, ...], obj: Any) -> dict:
+def _prepare_node(session: Session, values: dict, _repos: tuple[str, ...], obj: Any, create_queues: bool = False) -> dict:
     if obj is None and not values.get("hostname"):
         values["hostname"] = values["name"]
     if "scheduler" in values:
@@ -161,7 +169,7 @@ def _prepare_node(session: Session, values: dict, _repos: tuple[str, ...], obj: 
     return values
 
 
-def _prepare_agent(session: Session, values: dict, _repos: tuple[str, ...], obj: Any) -> dict:
+def _prepare_agent(session: Session, values: dict, _repos: tuple[str, ...], obj: Any, create_queues: bool = False) -> dict:
     node_name = values.pop("node", None) or (None if obj is not None else values["name"])
     if node_name:
         node = find(session, KINDS["node"], node_name)
@@ -200,7 +208,8 @@ def _flush(session: Session, kind: Kind, name: str) -> None:
         raise ElasticCodeError(f"{kind.name} {name!r} breaks an integrity rule ({detail})") from None
 
 
-def add(session: Session, kind_name: str, values: dict[str, Any], repos: tuple[str, ...] = ()) -> Any:
+def add(session: Session, kind_name: str, values: dict[str, Any], repos: tuple[str, ...] = (), *,
+        create_queues: bool = False) -> Any:
     """Create one object; raises before writing anything if a reference or rule is broken."""
     kind = kind_of(kind_name)
     if kind.name in ADMIN_KINDS or kind.name == "worker":
@@ -218,14 +227,15 @@ def add(session: Session, kind_name: str, values: dict[str, Any], repos: tuple[s
     values = {k: v for k, v in values.items() if v is not None}
     prepare = PREPARE.get(kind.name)
     if prepare:
-        values = prepare(session, values, repos, None)
+        values = prepare(session, values, repos, None, create_queues=create_queues)
     obj = kind.model(**values)
     session.add(obj)
     _flush(session, kind, name)
     return obj
 
 
-def update(session: Session, kind_name: str, name: str, values: dict[str, Any], repos: tuple[str, ...] = ()) -> Any:
+def update(session: Session, kind_name: str, name: str, values: dict[str, Any], repos: tuple[str, ...] = (), *,
+           create_queues: bool = False) -> Any:
     """Change the given fields of one object (None means: leave as is)."""
     kind = kind_of(kind_name)
     values = {k: v for k, v in _clean(kind, values).items() if v is not None and k != "name"}
@@ -235,7 +245,7 @@ def update(session: Session, kind_name: str, name: str, values: dict[str, Any], 
         raise ElasticCodeError(f"nothing to update for {kind.name} {name!r}: give at least one option (see --help)")
     prepare = PREPARE.get(kind.name)
     if prepare:
-        values = prepare(session, values, repos, obj)
+        values = prepare(session, values, repos, obj, create_queues=create_queues)
     for attr, value in values.items():
         setattr(obj, attr, value)
     _flush(session, kind, name)

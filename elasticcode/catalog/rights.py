@@ -4,6 +4,10 @@ Superusers and members of elasticcode_service (agents, admins) hold every right.
 be ElasticCode users (a `users` row named after their role) with the right granted directly
 or through a role. The generic rights CREATE/READ/UPDATE/DELETE cover ADD_/LS_ and READ_/
 UPDATE_/DELETE_ rights respectively.
+
+These checks give the one-line errors first; the database enforces the same rules (the SQL
+function `elasticcode_has_right` and per-command row-level security policies, migration 0003),
+so raw SQL meets them too.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from ..db.model import Privilege, User, role_privileges, user_privileges, user_r
 from ..errors import ElasticCodeError
 
 GENERIC = {"ADD": "CREATE", "LS": "READ", "READ": "READ", "UPDATE": "UPDATE", "DELETE": "DELETE"}
+# Nodes and agents are written by agents (elasticcode_service) only: the database refuses users
+# whatever rights they hold (migration 0003), so say so before it does.
+SERVICE_ONLY = {f"{verb}_{kind}" for verb in ("ADD", "UPDATE", "DELETE") for kind in ("NODE", "AGENT")}
 
 
 def is_operator(session: Session) -> bool:
@@ -49,6 +56,10 @@ def require(session: Session, right: str) -> None:
     if is_operator(session):
         return
     role = current_role(session)
+    if right in SERVICE_ONLY:
+        raise ElasticCodeError(
+            f"{right}: nodes and agents are registered by the agents themselves; only an admin may change them by hand"
+        )
     if session.execute(select(User.id).where(User.name == role)).first() is None:
         raise ElasticCodeError(
             f"database role {role!r} is not an ElasticCode user: an admin adds it with `flow add user -n {role}`"

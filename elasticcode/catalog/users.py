@@ -1,61 +1,76 @@
 """Users, roles and privileges. Each user is a PostgreSQL login role of the same name.
 
-Creating a role needs the admin connection (CREATEROLE). The password is sent to the server
-only as a SCRAM verifier computed here, so neither the server log nor the model database ever
-holds it in clear (the original stored a `clear` column and echoed CREATE USER ... PASSWORD).
+Every change here runs on the caller's own session, through SECURITY DEFINER functions of the
+model database (migration 0003) that check the caller's rights whoever calls them: creating a
+user needs ADD_USER, granting a right needs ADD_PRIVILEGE *and* that right (or ALL). The client
+checks first (for the one-line errors); the database is the backstop. A password is sent to the
+server only as a SCRAM verifier computed here, so neither the server log nor the model database
+ever holds it in clear (the original stored a `clear` column and echoed CREATE USER ... PASSWORD).
 """
 
 from __future__ import annotations
 
-from psycopg2 import sql
-from sqlalchemy import delete, insert, select
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ..db import model as m
-from ..db.schema import enrol_on
 from ..errors import AlreadyExists, ElasticCodeError, NotFound
 from ..security import check_role_name, scram_verifier
 from . import rights
 from .ops import find
 
-
-def _raw(session: Session):
-    return session.connection().connection.dbapi_connection
+MIN_PASSWORD = 8
 
 
-def add_user(session: Session, name: str, email: str | None, password: str) -> None:
-    """Create the login role and enrol it; `session` must be on the admin connection."""
+def _call(session: Session, function: str, **params: Any) -> str:
+    """`SELECT function(params...)` on the caller's session; a refusal becomes one clear line."""
+    args = ", ".join(f":{name}" for name in params)
+    try:
+        return session.execute(text(f"SELECT {function}({args})"), params).scalar_one()
+    except DBAPIError as exc:
+        diag = getattr(exc.orig, "diag", None)
+        message = (getattr(diag, "message_primary", None) or str(exc.orig)).strip()
+        raise ElasticCodeError(message.splitlines()[0] if message else f"{function} failed") from None
+
+
+def check_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise ElasticCodeError(f"password is too short: use at least {MIN_PASSWORD} characters")
+    return password
+
+
+def add_user(session: Session, name: str, email: str | None, password: str) -> str:
+    """Create the login role (from a SCRAM verifier) and enrol it, as the caller (needs ADD_USER)."""
     rights.require(session, "ADD_USER")
     check_role_name(name)
-    if len(password) < 8:
-        raise ElasticCodeError("password is too short: use at least 8 characters")
+    check_password(password)
     if session.execute(select(m.User.id).where(m.User.name == name)).first() is not None:
         raise AlreadyExists(f"user {name!r} already exists: choose another name or `flow update user -n {name}`")
-    with _raw(session).cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
-        statement = "ALTER ROLE {} LOGIN PASSWORD {}" if cur.fetchone() else "CREATE ROLE {} LOGIN PASSWORD {}"
-        cur.execute(sql.SQL(statement).format(sql.Identifier(name), sql.Literal(scram_verifier(password))))
-    enrol_on(session.connection(), name, email, rights=())
+    return _call(session, "elasticcode_create_user", name=name, verifier=scram_verifier(password), email=email)
 
 
-def delete_user(session: Session, name: str) -> None:
+def set_password(session: Session, name: str, password: str) -> str:
+    """Change a password (your own, or anyone's with UPDATE_USER); only a verifier is sent."""
+    check_role_name(name)
+    check_password(password)
+    if name != rights.current_role(session):
+        rights.require(session, "UPDATE_USER")
+    return _call(session, "elasticcode_set_password", name=name, verifier=scram_verifier(password))
+
+
+def update_user(session: Session, name: str, email: str) -> str:
+    rights.require(session, "UPDATE_USER")
+    find(session, "user", name)
+    return _call(session, "elasticcode_update_user", name=name, email=email)
+
+
+def delete_user(session: Session, name: str) -> str:
     rights.require(session, "DELETE_USER")
-    user = find(session, "user", name)
-    session.delete(user)
-    session.flush()
-    with _raw(session).cursor() as cur:
-        cur.execute(sql.SQL("REVOKE elasticcode_user FROM {}").format(sql.Identifier(name)))
-        cur.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(name)))
-
-
-def add_role(session: Session, name: str, description: str | None = None) -> m.Role:
-    rights.require(session, "ADD_ROLE")
-    if session.execute(select(m.Role.id).where(m.Role.name == name)).first() is not None:
-        raise AlreadyExists(f"role {name!r} already exists: choose another name")
-    role = m.Role(name=name, description=description)
-    session.add(role)
-    session.flush()
-    return role
+    find(session, "user", name)
+    return _call(session, "elasticcode_delete_user", name=name)
 
 
 def _privilege(session: Session, right: str) -> m.Privilege:
@@ -65,48 +80,40 @@ def _privilege(session: Session, right: str) -> m.Privilege:
     return session.execute(select(m.Privilege).where(m.Privilege.right == right)).scalar_one()
 
 
-def add_privilege(session: Session, right: str, user: str | None = None, role: str | None = None) -> str:
-    """Grant `right` to a user or a role; returns what was done, for the CLI to print."""
-    rights.require(session, "ADD_PRIVILEGE")
+def _holder(session: Session, user: str | None, role: str | None, verb: str) -> tuple[str, bool]:
     if bool(user) == bool(role):
-        raise ElasticCodeError("give either -u/--user or -r/--role to grant the privilege to")
+        raise ElasticCodeError(f"give either -u/--user or -r/--role to {verb} the privilege")
+    name = user or role or ""
+    find(session, "user" if user else "role", name)  # "does not exist" in the CLI's words
+    return name, bool(role)
+
+
+def add_privilege(session: Session, right: str, user: str | None = None, role: str | None = None) -> str:
+    """Grant `right` to a user or a role; needs ADD_PRIVILEGE and the right itself (or ALL)."""
+    rights.require(session, "ADD_PRIVILEGE")
     privilege = _privilege(session, right)
-    if user:
-        holder = find(session, "user", user)
-        table, column = m.user_privileges, m.user_privileges.c.user_id
-    else:
-        holder = find(session, "role", role)
-        table, column = m.role_privileges, m.role_privileges.c.role_id
-    exists = session.execute(
-        select(table).where(column == holder.id, table.c.privilege_id == privilege.id)
-    ).first()
-    if not exists:
-        session.execute(insert(table).values({column.key: holder.id, "privilege_id": privilege.id}))
-    return f"privilege {privilege.right} granted to {'user' if user else 'role'} {holder.name}"
+    name, is_role = _holder(session, user, role, "grant")
+    if not rights.is_operator(session):
+        caller = rights.current_role(session)
+        held = rights.held_rights(session, caller)
+        generic = rights.GENERIC.get(privilege.right.split("_", 1)[0])
+        if not held & {privilege.right, "ALL", generic}:
+            raise ElasticCodeError(f"user {caller!r} cannot grant {privilege.right}: only a holder of that right (or ALL) may grant it")
+    return _call(session, "elasticcode_grant", grantee=name, is_role=is_role, right=privilege.right)
 
 
 def revoke_privilege(session: Session, right: str, user: str | None = None, role: str | None = None) -> str:
     rights.require(session, "DELETE_PRIVILEGE")
-    if bool(user) == bool(role):
-        raise ElasticCodeError("give either -u/--user or -r/--role to revoke the privilege from")
     privilege = _privilege(session, right)
-    if user:
-        holder, table, column = find(session, "user", user), m.user_privileges, m.user_privileges.c.user_id
-    else:
-        holder, table, column = find(session, "role", role), m.role_privileges, m.role_privileges.c.role_id
-    session.execute(delete(table).where(column == holder.id, table.c.privilege_id == privilege.id))
-    return f"privilege {privilege.right} revoked from {holder.name}"
+    name, is_role = _holder(session, user, role, "revoke")
+    return _call(session, "elasticcode_revoke", grantee=name, is_role=is_role, right=privilege.right)
 
 
 def add_user_to_role(session: Session, user: str, role: str) -> str:
     rights.require(session, "UPDATE_USER")
-    holder, group = find(session, "user", user), find(session, "role", role)
-    present = session.execute(
-        select(m.user_roles).where(m.user_roles.c.user_id == holder.id, m.user_roles.c.role_id == group.id)
-    ).first()
-    if not present:
-        session.execute(insert(m.user_roles).values(user_id=holder.id, role_id=group.id))
-    return f"user {holder.name} is in role {group.name}"
+    find(session, "user", user)
+    find(session, "role", role)
+    return _call(session, "elasticcode_add_user_to_role", name=user, role_name=role)
 
 
 def describe_user(session: Session, name: str) -> dict:

@@ -9,6 +9,7 @@ import click
 from rich.tree import Tree
 
 from ..catalog import calls as call_queries
+from ..runtime.events import CALL_COLUMNS
 from .context import FlowContext, emit, json_flag, pass_flow
 from .objects import ls
 
@@ -61,7 +62,7 @@ def ls_call(ctx: FlowContext, call_id: str, result: bool, tree: bool, graph: boo
                 ctx.console.print(_tree(data))
             return data
         call = call_queries.get_call(session, call_id)
-        record = {c: getattr(call, c) for c in call_queries.CALL_COLUMNS + ("argument", "error", "processor", "deliveries")}
+        record = {c: getattr(call, c) for c in CALL_COLUMNS if c != "result"}
         events = [{"name": e.name, "id": e.id, "created": e.created, "note": e.note} for e in call.events]
         value = call.result
     if ctx.as_json or as_json:

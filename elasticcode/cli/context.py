@@ -60,7 +60,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def emit(ctx: FlowContext, rows: Sequence[dict[str, Any]], title: str, as_json: bool = False, columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def emit(ctx: FlowContext, rows: Sequence[dict[str, Any]], title: str, as_json: bool = False,
+         columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Print rows as a rich table (or JSON) and return them, so in-process callers get data."""
     rows = list(rows)
     if ctx.as_json or as_json:

@@ -12,7 +12,9 @@ import click
 from .. import catalog
 from ..catalog import users
 from ..catalog.kinds import KINDS, Field, Kind
+from ..security import check_role_name
 from .context import FlowContext, emit, json_flag, pass_flow, say
+from .session import password_options, read_password
 
 
 def _option(f: Field, for_add: bool):
@@ -55,21 +57,21 @@ def ls() -> None:
     """List database objects and their relations"""
 
 
-TOPOLOGY_KINDS = ("socket", "plug")
+ROUTED_KINDS = ("socket", "plug")  # the kinds the agents' published routes are made of
 
 
 @contextlib.contextmanager
-def topology_change(ctx: FlowContext, kind: Kind) -> Iterator[None]:
+def routes_change(ctx: FlowContext, kind: Kind) -> Iterator[None]:
     """Return only once the agents have published a socket or plug change (at most 2 s), so the
-    next call made after the command uses the new topology. Without a reachable Redis, no wait."""
+    next call made after the command uses the new routes. Without a reachable Redis, no wait."""
     client, before = None, None
-    if kind.name in TOPOLOGY_KINDS and (ctx.settings.broker or ctx.settings.backend):
+    if kind.name in ROUTED_KINDS and (ctx.settings.broker or ctx.settings.backend):
         try:
             from ..runtime import naming
-            from ..runtime.coord import coordination_url, redis_client
+            from ..runtime.connections import coordination_client
 
-            client = redis_client(coordination_url(ctx.settings.broker, ctx.settings.backend))
-            before = client.get(naming.TOPOLOGY_VERSION_KEY)
+            client = coordination_client(ctx.settings.broker, ctx.settings.backend)
+            before = client.get(naming.ROUTES_VERSION_KEY)
         except Exception:  # noqa: BLE001 - no coordination store: nothing to wait for
             client = None
     yield
@@ -77,7 +79,7 @@ def topology_change(ctx: FlowContext, kind: Kind) -> Iterator[None]:
         return
     deadline = time.monotonic() + 2.0
     try:
-        while time.monotonic() < deadline and client.get(naming.TOPOLOGY_VERSION_KEY) == before:
+        while time.monotonic() < deadline and client.get(naming.ROUTES_VERSION_KEY) == before:
             time.sleep(0.02)
     except Exception:  # noqa: BLE001
         return
@@ -85,7 +87,7 @@ def topology_change(ctx: FlowContext, kind: Kind) -> Iterator[None]:
 
 def _add_command(kind: Kind):
     def command(ctx: FlowContext, **values: Any) -> None:
-        with topology_change(ctx, kind), ctx.session() as session:
+        with routes_change(ctx, kind), ctx.session() as session:
             obj = catalog.add(session, kind.name, values, ctx.settings.repositories)
             name, oid = obj.name, obj.id
         say(ctx, f"{kind.name} {name} added", id=oid, name=name)
@@ -97,7 +99,7 @@ def _add_command(kind: Kind):
 def _update_command(kind: Kind):
     def command(ctx: FlowContext, rename: str | None, **values: Any) -> None:
         name = values.pop("name")
-        with topology_change(ctx, kind), ctx.session() as session:
+        with routes_change(ctx, kind), ctx.session() as session:
             if any(v is not None for v in values.values()):
                 catalog.update(session, kind.name, name, values, ctx.settings.repositories)
             if rename:
@@ -115,7 +117,8 @@ def _delete_command(kind: Kind):
     @click.option("-n", "--name", required=True, help=f"Name of the {kind.name}")
     @pass_flow
     def command(ctx: FlowContext, name: str) -> None:
-        with topology_change(ctx, kind), ctx.session(admin=kind.name == "user") as session:
+        # Users too are deleted on the caller's own session: the database checks DELETE_USER.
+        with routes_change(ctx, kind), ctx.session() as session:
             if kind.name == "user":
                 users.delete_user(session, name)
             else:
@@ -152,12 +155,14 @@ _delete_command(KINDS["user"])
 @add.command("user")
 @click.option("-n", "--name", required=True, help="User name (becomes a PostgreSQL role)")
 @click.option("-e", "--email", default=None, help="Email address")
-@click.option("-p", "--password", prompt=True, hide_input=True, confirmation_prompt=True,
-              help="Password (prompted, never echoed; stored only as a SCRAM verifier in PostgreSQL)")
+@password_options
 @pass_flow
-def add_user(ctx: FlowContext, name: str, email: str | None, password: str) -> None:
-    """Add user object to the database"""
-    with ctx.session(admin=True) as session:
+def add_user(ctx: FlowContext, name: str, email: str | None, password_arg: str | None, password_stdin: bool) -> None:
+    """Add user object to the database (password prompted; stored only as a SCRAM verifier in PostgreSQL)"""
+    check_role_name(name)
+    password = users.check_password(read_password(password_arg, password_stdin, confirm=True))
+    # On the caller's own session, whatever admin_uri says: the database checks ADD_USER.
+    with ctx.session() as session:
         users.add_user(session, name, email, password)
     say(ctx, f'User "{name}" added', name=name)
 
@@ -169,9 +174,9 @@ def add_user(ctx: FlowContext, name: str, email: str | None, password: str) -> N
 @pass_flow
 def update_user(ctx: FlowContext, name: str, email: str | None, role: str | None) -> None:
     """Update a user (email, roles)"""
-    with ctx.session(admin=True) as session:
+    with ctx.session() as session:
         if email:
-            catalog.find(session, "user", name).email = email
+            users.update_user(session, name, email)
         if role:
             say(ctx, users.add_user_to_role(session, name, role))
     say(ctx, f"user {name} updated", name=name)
@@ -183,8 +188,8 @@ def update_user(ctx: FlowContext, name: str, email: str | None, role: str | None
 @click.option("-r", "--role", default=None, help="Grant to this role")
 @pass_flow
 def add_privilege(ctx: FlowContext, user: str | None, name: str, role: str | None) -> None:
-    """Add privilege to the database"""
-    with ctx.session(admin=True) as session:
+    """Grant a right (you need ADD_PRIVILEGE and the right itself, or ALL)"""
+    with ctx.session() as session:
         message = users.add_privilege(session, name, user=user, role=role)
     say(ctx, message)
 
@@ -196,7 +201,7 @@ def add_privilege(ctx: FlowContext, user: str | None, name: str, role: str | Non
 @pass_flow
 def delete_privilege(ctx: FlowContext, user: str | None, name: str, role: str | None) -> None:
     """Revoke a privilege"""
-    with ctx.session(admin=True) as session:
+    with ctx.session() as session:
         message = users.revoke_privilege(session, name, user=user, role=role)
     say(ctx, message)
 

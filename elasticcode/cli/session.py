@@ -1,22 +1,53 @@
 """`flow login | logout | whoami | user`: which database role the CLI acts as.
 
 Logging in checks the password against PostgreSQL and keeps it only in the libpq password file
-(owner-only), never in the ini file or the model database.
+(owner-only), never in the ini file or the model database. No password is ever taken on the
+command line, where any user of the machine reads it with `ps`: it is prompted (hidden), read
+from standard input (`--password-stdin`) or from ELASTICCODE_PASSWORD (for scripts).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import click
 import psycopg2
-from psycopg2 import sql
 
 from .. import config
-from ..catalog import rights
+from ..catalog import rights, users
 from ..errors import ElasticCodeError
-from ..security import check_role_name, pgpass_line, scram_verifier, write_private_file
+from ..security import check_role_name, pgpass_line, write_private_file
 from .context import FlowContext, pass_flow, say
+
+ENV_PASSWORD = "ELASTICCODE_PASSWORD"
+_PROMPT = "\0prompt"  # what a bare `-p` stands for: ask
+
+
+def password_options(f: Callable) -> Callable:
+    """`-p/--password` (a bare flag: prompt; a value is refused) and `--password-stdin`."""
+    f = click.option("--password-stdin", "password_stdin", is_flag=True, default=False,
+                     help=f"Read the password from the first line of standard input (or set {ENV_PASSWORD})")(f)
+    return click.option("-p", "--password", "password_arg", is_flag=False, flag_value=_PROMPT, default=None,
+                        help="Prompt for the password (the default; it is never taken as a value: `ps` would show it)")(f)
+
+
+def read_password(password_arg: str | None, password_stdin: bool, confirm: bool, label: str = "Password") -> str:
+    """The password from stdin, ELASTICCODE_PASSWORD or a hidden prompt; never from the command line."""
+    if password_arg not in (None, _PROMPT):
+        raise ElasticCodeError(
+            "a password is never given on the command line (every user of this machine sees it with `ps`): "
+            f"drop the value after -p to be prompted, or use --password-stdin or {ENV_PASSWORD}"
+        )
+    if password_stdin:
+        line = click.get_text_stream("stdin").readline().rstrip("\r\n")
+        if not line:
+            raise ElasticCodeError("--password-stdin: no password on the first line of standard input")
+        return line
+    if os.environ.get(ENV_PASSWORD):
+        return os.environ[ENV_PASSWORD]
+    return click.prompt(label, hide_input=True, confirmation_prompt=confirm)
 
 
 def _as_user(url: str, user: str, passfile: str) -> str:
@@ -33,19 +64,21 @@ def _libpq_dsn(url: str) -> str:
 
 
 @click.command()
-@click.option("-u", "--user", required=True, help="User name")
-@click.option("-p", "--password", prompt=True, hide_input=True, help="Password (prompted)")
+@click.option("-u", "--user", "-n", "--name", "user", required=True, help="User name")
+@password_options
 @pass_flow
-def login(ctx: FlowContext, user: str, password: str) -> None:
-    """Log into flow CLI"""
+def login(ctx: FlowContext, user: str, password_arg: str | None, password_stdin: bool) -> None:
+    """Log into flow CLI (the password is prompted)"""
     check_role_name(user)
+    password = read_password(password_arg, password_stdin, confirm=False)
     current = ctx.settings.require_db()
     target = _as_user(current, user, str(ctx.settings.home / "pgpass"))
     parts = urlsplit(target)
     try:
         psycopg2.connect(_libpq_dsn(target), password=password, connect_timeout=5).close()
     except psycopg2.OperationalError as exc:
-        raise ElasticCodeError(f"login as {user!r} failed ({str(exc).strip().splitlines()[0]}): check the name and password") from None
+        reason = str(exc).strip().splitlines()[0]
+        raise ElasticCodeError(f"login as {user!r} failed ({reason}): check the name and password") from None
     passfile = ctx.settings.home / "pgpass"
     kept = passfile.read_text(encoding="utf-8").splitlines(keepends=True) if passfile.exists() else []
     kept = [line for line in kept if line.split(":")[3:4] != [user]]
@@ -91,15 +124,12 @@ def user() -> None:
 
 @user.command("password")
 @click.option("-n", "--name", required=True, help="User whose password changes")
-@click.option("-p", "--password", prompt=True, hide_input=True, confirmation_prompt=True, help="New password (prompted)")
+@password_options
 @pass_flow
-def user_password(ctx: FlowContext, name: str, password: str) -> None:
-    """Change a user's password (sent to PostgreSQL as a SCRAM verifier only)"""
+def user_password(ctx: FlowContext, name: str, password_arg: str | None, password_stdin: bool) -> None:
+    """Change a user's password (yours, or anyone's with UPDATE_USER; sent as a SCRAM verifier only)"""
     check_role_name(name)
-    if len(password) < 8:
-        raise ElasticCodeError("password is too short: use at least 8 characters")
-    with ctx.session(admin=True) as session:
-        rights.require(session, "UPDATE_USER")
-        with session.connection().connection.dbapi_connection.cursor() as cur:
-            cur.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(name), sql.Literal(scram_verifier(password))))
-    say(ctx, f"password of {name} changed")
+    password = users.check_password(read_password(password_arg, password_stdin, confirm=True, label="New password"))
+    with ctx.session() as session:
+        message = users.set_password(session, name, password)
+    say(ctx, message)

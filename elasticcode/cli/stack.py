@@ -9,6 +9,7 @@ import click
 from .. import config, embedded
 from ..db import schema
 from ..db.engine import dispose_all
+from ..embedded import stack as embedded_stack
 from ..errors import ElasticCodeError
 from ..security import redact_url
 from .context import FlowContext, emit, pass_flow, say
@@ -31,8 +32,12 @@ def up(ctx: FlowContext) -> None:
     urls = embedded.up(home, progress=click.echo)
     schema.init(urls.admin_db, click.echo)
     schema.enrol(urls.admin_db, urls.app_role, email=f"{getpass.getuser()}@localhost")
-    config.save(ctx.settings.ini_path, db=urls.db, admin_db=urls.admin_db, broker=urls.broker, backend=urls.backend)
-    ctx.settings = config.with_overrides(ctx.settings, db=urls.db, admin_db=urls.admin_db, broker=urls.broker, backend=urls.backend)
+    # Agents log in as elasticcode_agent (a member of elasticcode_service), never as the admin.
+    service_db = embedded_stack.ensure_service_role(home)
+    config.save(ctx.settings.ini_path, db=urls.db, admin_db=urls.admin_db, service_db=service_db, broker=urls.broker,
+                backend=urls.backend)
+    ctx.settings = config.with_overrides(ctx.settings, db=urls.db, admin_db=urls.admin_db, service_db=service_db,
+                                         broker=urls.broker, backend=urls.backend)
     start_local_agent(ctx)
     say(ctx, f"stack is up; configuration written to {ctx.settings.ini_path}",
         db=redact_url(urls.db), broker=redact_url(urls.broker), backend=redact_url(urls.backend), ini=str(ctx.settings.ini_path))
@@ -46,10 +51,15 @@ def up(ctx: FlowContext) -> None:
 @pass_flow
 def down(ctx: FlowContext) -> None:
     """Stop the local stack; all data is kept for the next `flow up`"""
+    from ..embedded.workers import stop_orphan_workers
     from . import local_agent
 
     dispose_all()
     stopped = (["agent"] if local_agent.stop(ctx.settings.home, progress=click.echo) else [])
+    orphans = stop_orphan_workers(ctx.settings.home)  # left by an agent that was killed, not stopped
+    if orphans:
+        click.echo(f"stopped {orphans} worker(s) that a killed agent had left running")
+        stopped.append("workers")
     stopped += embedded.down(ctx.settings.home, progress=click.echo)
     say(ctx, "stack is down (data kept)" if stopped else "stack was not running", stopped=stopped)
 
@@ -72,6 +82,7 @@ def status(ctx: FlowContext) -> list[dict]:
         s = ctx.settings
         click.echo(f"configuration: {s.ini_path}{'' if s.ini_path.exists() else ' (not created yet)'}")
         click.echo(f"  database: {redact_url(s.db) or '-'}")
+        click.echo(f"  agents:   {redact_url(s.service_url) or '-'}")
         click.echo(f"  broker:   {redact_url(s.broker) or '-'}")
         click.echo(f"  backend:  {redact_url(s.backend) or '-'}")
         if s.db:

@@ -15,11 +15,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api import Plug, Processor, ProcessorBase, Socket
+from .objects import Plug, Processor, Socket
 
 _SOCKET = "__elasticcode_socket__"
 _PLUGS = "__elasticcode_plugs__"
 __all__ = ["ProcessorBase", "processor", "socket", "plug"]
+
+
+class ProcessorBase:
+    """Base of `@processor` classes; `.processor` is set on declaration."""
+
+    processor: Processor | None = None
 
 
 def socket(name: str, processor: str | None = None, queue: Any = None, interval: int | None = None, beat: bool = False,
@@ -50,7 +56,7 @@ def processor(name: str, gitrepo: str, module: str, concurrency: int | None = No
                                   **{k: v for k, v in options.items() if k in ("branch", "commit", "hostname",
                                                                              "requirements", "beat", "modulepath",
                                                                              "description")})
-        for attr, func in vars(cls).items():
+        for func in vars(cls).values():
             spec = getattr(func, _SOCKET, None)
             if spec is None:
                 continue

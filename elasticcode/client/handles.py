@@ -24,7 +24,7 @@ class Handle:
         raise NotImplementedError
 
     def _settings(self):
-        from .api import default_settings
+        from .settings import default_settings
 
         return default_settings()
 
@@ -86,8 +86,10 @@ class CallHandle(Handle):
     def get(self, timeout: float | None = None) -> Any:
         from celery.exceptions import TimeoutError as CeleryTimeout
 
+        from .dispatch import wait_result
+
         try:
-            return self.result.get(timeout=timeout, disable_sync_subtasks=False)
+            return wait_result(self.result, timeout)
         except CeleryTimeout:
             raise ElasticCodeError(f"call {self.id} of {self.socket} has no result after {timeout:g}s: it stays queued or running") from None
         except Exception as exc:  # noqa: BLE001
@@ -116,7 +118,8 @@ class WorkflowHandle(Handle):
         state = "running" if not self.ready() else ("failed" if self._error else "finished")
         return f"<{self.kind} {self.id} {state}>"
 
-    def _finish(self, value: Any = None, error: BaseException | None = None) -> None:
+    def finish(self, value: Any = None, error: BaseException | None = None) -> None:
+        """Called once by the thread that runs the workflow (client/workflow.py)."""
         self._value, self._error = value, error
         self._done.set()
 

@@ -11,15 +11,24 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
+from ..catalog import rights
 from ..config import Settings
-from ..db.engine import get_engine
+from ..db.engine import get_engine, session_scope
+from ..errors import ElasticCodeError
+from ..runtime.events import CALL_COLUMNS
 
-COLUMNS = {
-    "id": "string", "name": "string", "state": "string", "owner": "string", "processor": "string",
-    "tracking": "string", "parent": "string", "argument": "string", "worker": "string", "host": "string",
-    "deliveries": "Int64", "duration": "float64", "error": "string",
-}
-TIMES = ("created", "received", "started", "finished")
+DTYPES = {"text": "string", "int": "Int64", "float": "float64"}
+# Every call column but the result (kept in the database, up to 64 KB each, and not loaded here).
+SELECTED = [name for name, kind in CALL_COLUMNS.items() if kind != "json"]
+COLUMNS = {name: DTYPES[kind] for name, kind in CALL_COLUMNS.items() if kind in DTYPES}
+TIMES = [name for name, kind in CALL_COLUMNS.items() if kind == "time"]
+
+
+def _explain_refusal(url: str) -> None:
+    """Raise the rights check's own one-line error (not a user, or lacks LS_CALLS)."""
+    with session_scope(url) as session:
+        rights.require(session, "LS_CALLS")
+    raise ElasticCodeError("you lack the right LS_CALLS: an admin grants it with `flow add privilege -n LS_CALLS`")
 
 
 def history(socket: str | None = None, root: str | None = None, since: datetime | timedelta | str | None = None,
@@ -27,9 +36,10 @@ def history(socket: str | None = None, root: str | None = None, since: datetime 
     """Calls, oldest first: filter by socket name, flow-run root id, start time, state; cap with limit.
 
     `since` takes a datetime, a timedelta (that long ago) or an ISO string. Timestamps are UTC
-    datetimes; `duration` is in seconds. Rows follow row-level security: your own calls only.
+    datetimes; `duration` is in seconds. Rows follow row-level security: your own calls only, and
+    only with the right LS_CALLS (without it, one clear error).
     """
-    from .api import default_settings
+    from .settings import default_settings
 
     settings = settings or default_settings()
     where, params = [], []
@@ -47,9 +57,7 @@ def history(socket: str | None = None, root: str | None = None, since: datetime 
     if state:
         where.append("state = %s")
         params.append(state)
-    columns = ", ".join(["id", "name", "state", "owner", "processor", "tracking", "parent", "argument", "worker",
-                         "host", "deliveries", *TIMES, "duration", "error"])
-    query = f"SELECT {columns} FROM call"  # fixed column list; values bound below
+    query = f"SELECT {', '.join(SELECTED)} FROM call"  # fixed column list; values bound below
     if where:
         query += " WHERE " + " AND ".join(where)
     query += " ORDER BY created, id"
@@ -57,9 +65,15 @@ def history(socket: str | None = None, root: str | None = None, since: datetime 
         query += " LIMIT %s"
         params.append(int(limit))
     buffer = io.StringIO()
-    raw = get_engine(settings.require_db()).raw_connection()
+    url = settings.require_db()
+    raw = get_engine(url).raw_connection()
     try:
         with raw.cursor() as cur:
+            # Row-level security would quietly return no rows without LS_CALLS: say why instead.
+            cur.execute("SELECT elasticcode_has_right('LS_CALLS')")
+            if not cur.fetchone()[0]:
+                raw.rollback()
+                _explain_refusal(url)
             bound = cur.mogrify(query, params).decode()
             cur.copy_expert(f"COPY ({bound}) TO STDOUT WITH (FORMAT csv, HEADER true)", buffer)
         raw.commit()

@@ -43,7 +43,7 @@ class Published:
     def _repr_html_(self) -> str:
         from .reprs import html_table
 
-        rows = [{"socket": s, "function": f} for s, f in zip(self.sockets, self.functions)]
+        rows = [{"socket": s, "function": f} for s, f in zip(self.sockets, self.functions, strict=False)]
         note = "new commit" if self.changed else "unchanged (same source)"
         return (f"<b>processor {self.processor}</b> at commit <code>{self.commit[:12]}</code> ({note})"
                 + html_table(rows) + (f"<p>removed sockets: {', '.join(self.removed)}</p>" if self.removed else ""))
@@ -88,7 +88,8 @@ def _commit(repo_dir: Path, module: str, source: str, requirements: str | None, 
 
 
 def publish_processor(settings: Settings, name: str, source: str, concurrency: int | None = None,
-                      requirements: str | None = None, queue: str | None = None, remote: str | None = None) -> Published:
+                      requirements: str | None = None, queue: str | None = None, remote: str | None = None,
+                      min_concurrency: int | None = None, hostname: str | None = None) -> Published:
     """Commit `source` as module `name` and create or update processor `name` pinned to that commit."""
     if not NAME.match(name or ""):
         raise ElasticCodeError(f"processor name {name!r} must be a Python module name (lower case, digits, _)")
@@ -105,6 +106,10 @@ def publish_processor(settings: Settings, name: str, source: str, concurrency: i
                                   "requested_status": "running"}
         if concurrency is not None:
             values["concurrency"] = concurrency
+        if min_concurrency is not None:
+            values["min_concurrency"] = min_concurrency
+        if hostname is not None:
+            values["hostname"] = hostname
         try:
             catalog.find(s, "processor", name)
             proc = catalog.update(s, "processor", name, {k: v for k, v in values.items() if v is not None},
@@ -117,9 +122,10 @@ def publish_processor(settings: Settings, name: str, source: str, concurrency: i
         for socket_name, function in wanted.items():
             if socket_name in existing:
                 if existing[socket_name].task.function != function or existing[socket_name].queue.name != queue:
-                    catalog.update(s, "socket", socket_name, {"function": function, "queue": queue})
+                    catalog.update(s, "socket", socket_name, {"function": function, "queue": queue}, create_queues=True)
             else:
-                catalog.add(s, "socket", {"name": socket_name, "processor": name, "queue": queue, "function": function})
+                catalog.add(s, "socket", {"name": socket_name, "processor": name, "queue": queue, "function": function},
+                            create_queues=True)
         for socket_name in sorted(set(existing) - set(wanted)):
             catalog.delete(s, "socket", socket_name)
             removed.append(socket_name)

@@ -21,10 +21,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import ElasticCodeError
-from ..runtime.coord import Events
+from ..runtime.events import FAILURE, POSTRUN, PRERUN, CallEvent, EventStream
 from .handles import Handle, WorkflowHandle
 
 NO_INPUT = object()
+WORKFLOW = "workflow"  # the processor name combinator calls are recorded under
 
 
 class WorkflowError(ElasticCodeError):
@@ -40,7 +41,7 @@ class Run:
 
     def __init__(self, dispatcher, root: str):
         self.dispatcher, self.root = dispatcher, root
-        self.events = Events(dispatcher.redis)
+        self.events = EventStream(dispatcher.redis)
         self.cancelled = threading.Event()
         self.outstanding: set[str] = set()
         self.finished = 0
@@ -53,17 +54,14 @@ class Run:
     def node(self, name: str, parent: str | None, call_id: str | None = None):
         """Record a combinator as a call of its own (its children name it as parent)."""
         call_id = call_id or str(uuid.uuid4())
-        self.events.emit(call_id, "prerun", socket=name, processor="workflow", tracking=self.root, parent=parent,
-                         user=self.dispatcher.user)
+        self.events.emit(CallEvent.now(call_id, PRERUN, socket=name, processor=WORKFLOW, tracking=self.root,
+                                       parent=parent, user=self.dispatcher.user))
         return call_id
 
     def close(self, call_id: str, name: str, parent: str | None, started: float, error: str | None = None) -> None:
-        fields = dict(socket=name, processor="workflow", tracking=self.root, parent=parent, user=self.dispatcher.user,
-                      duration=time.time() - started)
-        if error:
-            self.events.emit(call_id, "failure", error=error, **fields)
-        else:
-            self.events.emit(call_id, "postrun", **fields)
+        self.events.emit(CallEvent.now(call_id, FAILURE if error else POSTRUN, socket=name, processor=WORKFLOW,
+                                       tracking=self.root, parent=parent, user=self.dispatcher.user,
+                                       duration=time.time() - started, error=error))
 
 
 class Step:
@@ -74,20 +72,20 @@ class Step:
 
     def __call__(self, first: Step | None = None, *args: Any) -> Handle:
         """Start the workflow; a partial given here runs first and feeds this one (`_funnel(do_something("Four"))`)."""
-        from .api import dispatcher_for_default_settings
+        from .settings import default_dispatcher
 
         if args:
             raise ElasticCodeError("a combinator takes at most one step to run first, e.g. _funnel(do_something('x'))")
         step = self if first is None else Pipeline([_as_step(first), self])
         root = str(uuid.uuid4())
-        run = Run(dispatcher_for_default_settings(), root)
+        run = Run(default_dispatcher(), root)
         handle = WorkflowHandle(run, type(self).__name__.lower())
 
         def target():
             try:
-                handle._finish(value=step.run(run, NO_INPUT, None, call_id=root))
+                handle.finish(value=step.run(run, NO_INPUT, None, call_id=root))
             except BaseException as exc:  # noqa: BLE001 - delivered to .get()
-                handle._finish(error=exc)
+                handle.finish(error=exc)
 
         threading.Thread(target=target, name=f"workflow-{root[:8]}", daemon=True).start()
         return handle

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ElasticCodeError, ServiceUnavailable
@@ -26,9 +26,17 @@ def get_engine(url: str) -> Engine:
                 raise ElasticCodeError(
                     f"database URL {redact_url(url)!r} is not PostgreSQL: use postgresql+psycopg2://user@host:port/db"
                 )
-            url = url.replace("postgres://", "postgresql+psycopg2://", 1)
-            engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
-            _engines[url] = engine
+            key = url
+            # psycopg2 is the driver we ship: SQLAlchemy 2.1 would pick psycopg 3 for a bare scheme.
+            for scheme in ("postgres://", "postgresql://"):
+                if url.startswith(scheme):
+                    url = "postgresql+psycopg2://" + url[len(scheme):]
+            try:
+                engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+            except (ValueError, ArgumentError) as exc:
+                raise ElasticCodeError(f"database URL {redact_url(url)!r} is not valid ({exc}): "
+                                       "use postgresql+psycopg2://user@host:port/db") from None
+            _engines[key] = engine
         return engine
 
 

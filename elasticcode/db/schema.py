@@ -16,7 +16,6 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from psycopg2 import sql
 from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
@@ -34,10 +33,6 @@ def _alembic(connection: Connection) -> Config:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
     return cfg
-
-
-def head_revision() -> str:
-    return ScriptDirectory(str(MIGRATIONS)).get_current_head() or ""
 
 
 def current_revision(url: str) -> str | None:
@@ -88,12 +83,21 @@ def init(url: str, progress: Progress = lambda _: None) -> None:
     progress(f"row-level security on {len(OWNED_TABLES)} tables; {len(RIGHTS)} rights defined")
 
 
+DROP_FUNCTIONS = text(
+    "DO $$ DECLARE f regprocedure; BEGIN "
+    "FOR f IN SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+    "WHERE n.nspname = current_schema() AND p.proname LIKE 'elasticcode\\_%' LOOP "
+    "EXECUTE format('DROP FUNCTION IF EXISTS %s CASCADE', f); END LOOP; END $$"
+)
+
+
 def drop(url: str, progress: Progress = lambda _: None) -> None:
     """Drop every ElasticCode table (the group roles stay: other databases may use them)."""
     with _connect(url) as conn, conn.begin():
         conn.execute(text("SELECT pg_advisory_xact_lock(7312001)"))
         Base.metadata.drop_all(conn)
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        conn.execute(DROP_FUNCTIONS)  # the rights functions and triggers' functions of the migrations
     progress(f"dropped {len(Base.metadata.tables)} tables")
 
 

@@ -22,14 +22,17 @@ from psycopg2 import sql
 
 from ..errors import ServiceUnavailable
 from ..security import new_password, pgpass_line, role_name_for, scram_verifier, write_private_file
-from .paths import (SYSTEM_USER, VAR_ROOT, PgBin, find_binaries, is_root, last_meaningful_line, live_process,
-                    make_dir, pick_free_port, port_is_free, read_pid, run, system_user, traversable_by_others,
-                    wait_gone)
+from .files import VAR_ROOT, is_root, make_dir, traversable_by_others
+from .pgbin import SYSTEM_USER, PgBin, find_binaries, system_user
+from .processes import last_meaningful_line, live_process, pick_free_port, port_is_free, read_pid, run, wait_gone
 
 ADMIN_ROLE = "elasticcode_admin"
+SERVICE_ROLE = "elasticcode_agent"  # what agents and recorders log in as: a member of elasticcode_service
+SERVICE_GROUP = "elasticcode_service"
 DATABASE = "elasticcode"
 HOST = "127.0.0.1"
-_RESERVED_ROLES = {"public", "none", "current_user", "current_role", "session_user", "system_user", ADMIN_ROLE}
+_RESERVED_ROLES = {"public", "none", "current_user", "current_role", "session_user", "system_user", ADMIN_ROLE,
+                   SERVICE_ROLE}
 
 
 def app_role_for_login() -> str:
@@ -173,7 +176,16 @@ def _initdb(home: Path, pgbin: PgBin, pg: dict, app_role: str, kw: dict, progres
     finally:
         pwfile.unlink(missing_ok=True)
     if rc:
-        raise ServiceUnavailable(f"PostgreSQL initdb failed: {last_meaningful_line(out)}; fix that, or remove {data} to start afresh")
+        raise ServiceUnavailable(f"PostgreSQL initdb failed: {last_meaningful_line(out)}; "
+                                 f"fix that, or remove {data} to start afresh")
+
+
+def _password(home: Path, passwords: dict[str, str], role: str) -> str:
+    """The role's password from the password file, generated and kept there on first use."""
+    if role not in passwords:
+        write_pgpass(home, {**passwords, role: new_password()})
+        passwords.update(read_pgpass(home))
+    return passwords[role]
 
 
 def _ensure_db_and_role(home: Path, port: int, app_role: str) -> None:
@@ -186,12 +198,31 @@ def _ensure_db_and_role(home: Path, port: int, app_role: str) -> None:
             cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(DATABASE), sql.Identifier(ADMIN_ROLE)))
         cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (app_role,))
         if not cur.fetchone():
-            if app_role not in passwords:
-                write_pgpass(home, {**passwords, app_role: new_password()})
-                passwords = read_pgpass(home)
             # Only the SCRAM verifier reaches the server (and any statement log), never the password.
             cur.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD {}").format(
-                sql.Identifier(app_role), sql.Literal(scram_verifier(passwords[app_role]))))
+                sql.Identifier(app_role), sql.Literal(scram_verifier(_password(home, passwords, app_role)))))
+
+
+def ensure_service_role(home: Path, port: int) -> str:
+    """The agents' login role: no superuser, no BYPASSRLS, no CREATEROLE/CREATEDB; what it may do
+    comes from its membership of elasticcode_service (migration 0003). Its generated password is
+    kept in the password file like the others. Returns the role name."""
+    passwords = read_pgpass(home)
+    with contextlib.closing(connect(home, port)) as conn:
+        conn.autocommit = True
+        cur = conn.cursor()
+        # The migration makes the group role too; whichever runs first wins (both tolerate the other).
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (SERVICE_GROUP,))
+        if not cur.fetchone():
+            cur.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(SERVICE_GROUP)))
+        verifier = scram_verifier(_password(home, passwords, SERVICE_ROLE))
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (SERVICE_ROLE,))
+        # ALTER as well: a role left by an older stack must lose any attribute it should not have.
+        verb = sql.SQL("ALTER") if cur.fetchone() else sql.SQL("CREATE")
+        cur.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOREPLICATION "
+                            "PASSWORD {}").format(verb, sql.Identifier(SERVICE_ROLE), sql.Literal(verifier)))
+        cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(SERVICE_GROUP), sql.Identifier(SERVICE_ROLE)))
+    return SERVICE_ROLE
 
 
 def _clear_stale_pid(pg: dict) -> None:

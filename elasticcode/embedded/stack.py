@@ -6,13 +6,15 @@ runs is read from its own pid file (postmaster.pid, redis.pid), never from our s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from ..errors import ServiceUnavailable
 from . import postgres, redis
-from .paths import VAR_ROOT, load_state, locked, make_dir, save_state
+from .files import VAR_ROOT, make_dir
+from .state import load_state, locked, save_state
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class StackUrls:
     broker: str
     backend: str
     app_role: str
+    service_db: str = ""  # elasticcode_agent: what agents connect as (made by `ensure_service_role`)
 
 
 @dataclass(frozen=True)
@@ -45,14 +48,19 @@ def _urls(home: Path, state: dict) -> StackUrls:
     port, role = state["postgres"]["port"], state["app_role"]
     broker = redis.url(home)
     return StackUrls(db=postgres.url(home, port, role), admin_db=postgres.url(home, port, postgres.ADMIN_ROLE),
-                     broker=broker, backend=broker, app_role=role)
+                     broker=broker, backend=broker, app_role=role,
+                     service_db=postgres.url(home, port, postgres.SERVICE_ROLE))
 
 
 def up(home: Path, progress: Callable[[str], None] = _quiet) -> StackUrls:
     """Start whatever is not running (initialising on first use); idempotent."""
     home = _home(home)
     redis.check_socket_path(home)  # before starting anything, so a too-long home fails cleanly
-    make_dir(home, 0o700)
+    try:
+        make_dir(home, 0o700)
+    except OSError as exc:
+        raise ServiceUnavailable(f"cannot use {home} as ELASTICCODE_HOME ({exc.strerror}: {exc.filename}): "
+                                 "set ELASTICCODE_HOME to a folder you may create and write") from None
     with locked(home):
         state = load_state(home) or {}
         state.setdefault("app_role", postgres.app_role_for_login())
@@ -65,6 +73,18 @@ def up(home: Path, progress: Callable[[str], None] = _quiet) -> StackUrls:
             state["redis"] = rd
             save_state(home, state)
         return _urls(home, state)
+
+
+def ensure_service_role(home: Path) -> str:
+    """Create (or repair) the agents' login role on the running stack; returns its URL."""
+    home = _home(home)
+    with locked(home):
+        state = load_state(home) or {}
+        pg = state.get("postgres")
+        if not pg or "app_role" not in state:
+            raise ServiceUnavailable("the local stack is not set up: run `flow up`")
+        postgres.ensure_service_role(home, postgres.running_port(pg))
+        return _urls(home, state).service_db
 
 
 def down(home: Path, progress: Callable[[str], None] = _quiet) -> list[str]:

@@ -38,7 +38,15 @@ def make_app(broker: str, backend: str | None = None, name: str = "elasticcode",
         broker_transport_options=transport,
         result_backend_transport_options={"visibility_timeout": visibility_timeout},
         visibility_timeout=visibility_timeout,
+        # A lost broker connection means the running calls can never be acked on their channel:
+        # Celery cancels them (no duplicate run later) and the worker puts their messages back
+        # once it is connected again (runtime/inflight.py), instead of after the visibility timeout.
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        # The result backend may be away (a Redis restart): wait for it rather than lose the
+        # result, or the cancelled call's retry mark, and with it the call.
+        result_backend_always_retry=True,
+        result_backend_max_retries=40,
+        result_backend_max_sleep_between_retries_ms=5000,
         broker_connection_retry_on_startup=True,
         # Flower and `celery events` work out of the box.
         task_send_sent_event=True,

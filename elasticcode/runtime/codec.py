@@ -16,7 +16,7 @@ from kombu.utils import json as kombu_json
 def _lazy_type(package: str, name: str) -> type:
     """An ABC matching instances of `package`'s class `name` (or subclasses), without importing it."""
 
-    class Match(abc.ABC):
+    class Match(abc.ABC):  # noqa: B024 - matches by __subclasshook__, has nothing to implement
         @classmethod
         def __subclasshook__(cls, klass):
             return any(k.__name__ == name and k.__module__.split(".")[0] == package for k in klass.__mro__)

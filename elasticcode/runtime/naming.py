@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
 
 # Coordination keys in the Redis of the result backend.
 EVENTS_STREAM = "ec:events"
 EVENTS_REJECTED_STREAM = "ec:events:rejected"  # entries the database refused, kept for inspection
-TOPOLOGY_KEY = "ec:topology"
-TOPOLOGY_VERSION_KEY = "ec:topology:version"
+ROUTES_KEY = "ec:routes"  # the published RouteTable (elasticcode.runtime.routes)
+ROUTES_VERSION_KEY = "ec:routes:version"
 DEAD_LETTER_LIST = "ec:dead"
 RECORDER_GROUP = "recorders"
 JOIN_TTL_SECONDS = 24 * 3600
+# kombu's Redis transport keeps every delivered, unacknowledged message in this hash (its default
+# `unacked_key`), until the ack, or until the visibility timeout puts it back in its queue.
+KOMBU_UNACKED_KEY = "unacked"
+INFLIGHT_TTL_SECONDS = 7 * 24 * 3600
 DELIVERY_TTL_SECONDS = 7 * 24 * 3600
 
 # Message headers of a call (all JSON strings).
@@ -36,6 +42,45 @@ def task_name(socket: str) -> str:
 
 def deliveries_key(call_id: str) -> str:
     return f"ec:deliveries:{call_id}"
+
+
+def node_name() -> str:
+    """This machine's node name when none is given (an agent's `--hostname` overrides it)."""
+    return os.environ.get("ELASTICCODE_HOSTNAME") or socket.gethostname()
+
+
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def pinned_node(hostname: str | None) -> str | None:
+    """The node a processor's `-h` names. `localhost` (the manual's quickstart form) means this
+    machine's node, the one `flow up` starts an agent for, never every node."""
+    if hostname and hostname.strip().lower() in LOCAL_NAMES:
+        return node_name()
+    return hostname or None
+
+
+def worker_name(processor: str, node: str | None = None) -> str:
+    """The Celery hostname of a processor's worker on a node (what calls record as `worker`)."""
+    return f"{processor}@{node or node_name()}"
+
+
+def inflight_pattern(node: str) -> str:
+    """The in-flight logs of every worker process of a node (see `inflight_key`), as a Redis SCAN
+    pattern: glob characters in the node's name are escaped."""
+    escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in node)
+    return f"ec:inflight:*@{escaped}:*"
+
+
+def inflight_key(worker: str, pid: int) -> str:
+    """Delivery tags one worker process took (in the broker's Redis, beside kombu's unacked hash)."""
+    return f"ec:inflight:{worker}:{pid}"
+
+
+def ready_key(worker: str, pid: int) -> str:
+    """Set by a worker process once it consumes (value: what it runs, JSON; `runtime/live.py`),
+    removed when it stops: the agent's readiness check in a rolling restart."""
+    return f"ec:live:{worker}:{pid}"
 
 
 def join_key(target_socket: str, tracking: str) -> str:

@@ -1,13 +1,14 @@
 """One Celery task per socket: run the function, record events, forward along plugs.
 
 The hot path per call: one pipelined Redis round trip before the function (delivery count +
-prerun event). The postrun event and one publish per plug follow after Celery has stored the
-result. Nothing waits for PostgreSQL; the agents' recorders write the events in batches.
+prerun event + the routes' version). The postrun event and one publish per plug follow after
+Celery has stored the result. Nothing waits for PostgreSQL; the agents' recorders write the
+events in batches.
 """
 
 from __future__ import annotations
 
-import socket as _socket
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -17,10 +18,10 @@ from celery import Celery, Task
 from celery.exceptions import Ignore
 
 from . import codec, naming
-from .coord import Events, Joins, TopologyCache
-
-MAX_DELIVERIES = 5
-HOST = _socket.gethostname()
+from .events import DEAD, FAILURE, POSTRUN, PRERUN, RESULT_LIMIT, CallEvent, EventStream
+from .joins import Joins
+from .routes import PublishedRoutes, Route
+from .workerspec import DEFAULT_MAX_DELIVERIES
 
 
 def _header(request: Any, key: str) -> str | None:
@@ -31,12 +32,13 @@ def _header(request: Any, key: str) -> str | None:
 
 
 class SocketRuntime:
-    """What the tasks of one worker share: Redis helpers and the topology cache."""
+    """What the tasks of one worker share: the event stream, joins and the published routes."""
 
-    def __init__(self, app: Celery, redis_client, processor: str, worker_name: str, max_deliveries: int = MAX_DELIVERIES):
+    def __init__(self, app: Celery, redis_client, processor: str, owner: str, worker_name: str, host: str,
+                 max_deliveries: int = DEFAULT_MAX_DELIVERIES):
         self.app, self.redis = app, redis_client
-        self.processor, self.worker_name = processor, worker_name
-        self.events, self.joins, self.topology = Events(redis_client), Joins(redis_client), TopologyCache(redis_client)
+        self.processor, self.owner, self.worker_name, self.host = processor, owner, worker_name, host
+        self.events, self.joins, self.routes = EventStream(redis_client), Joins(redis_client), PublishedRoutes(redis_client)
         self.max_deliveries = max_deliveries
 
     # -- the call ---------------------------------------------------------------------------
@@ -47,84 +49,88 @@ class SocketRuntime:
     def run(self, task: Any, socket: str, func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         request = task.request
         call_id = request.id
-        tracking = _header(request, naming.H_TRACKING) or call_id
-        common = {"socket": socket, "processor": self.processor, "tracking": tracking,
-                  "parent": _header(request, naming.H_PARENT), "argument": _header(request, naming.H_ARGUMENT),
-                  "user": _header(request, naming.H_USER), "worker": self.worker_name, "host": HOST}
+        prerun = CallEvent.now(call_id, PRERUN, socket=socket, processor=self.processor,
+                               tracking=_header(request, naming.H_TRACKING) or call_id,
+                               parent=_header(request, naming.H_PARENT), argument=_header(request, naming.H_ARGUMENT),
+                               user=_header(request, naming.H_USER), worker=self.worker_name, host=self.host)
         pipe = self.redis.pipeline(transaction=False)
         pipe.incr(naming.deliveries_key(call_id))
         pipe.expire(naming.deliveries_key(call_id), naming.DELIVERY_TTL_SECONDS)
-        self.events.emit(call_id, "prerun", pipe=pipe, **common)
-        pipe.get(naming.TOPOLOGY_VERSION_KEY)
+        self.events.emit(prerun, pipe=pipe)
+        pipe.get(naming.ROUTES_VERSION_KEY)
         replies = pipe.execute()
-        deliveries, request.ec_topology = replies[0], replies[-1]
+        deliveries, request.ec_routes = replies[0], replies[-1]
         if deliveries > self.max_deliveries:
-            self._dead_letter(task, call_id, socket, args, kwargs, deliveries, common)
-        request.ec_common, request.ec_deliveries, request.ec_started = common, deliveries, time.time()
+            self._dead_letter(task, prerun, args, kwargs, deliveries)
+        request.ec_prerun, request.ec_deliveries, request.ec_started = prerun, deliveries, time.time()
         return func(*args, **kwargs)
+
+    def _ending(self, request: Any, event: str, **values: Any) -> CallEvent:
+        """The call's closing event: the prerun event's fields, with the outcome and timings."""
+        prerun: CallEvent = request.ec_prerun
+        now = time.time()
+        return dataclasses.replace(prerun, event=event, ts=now, duration=now - request.ec_started,
+                                   deliveries=request.ec_deliveries, **values)
 
     def succeeded(self, task: Any, result: Any) -> None:
         request = task.request
-        common = getattr(request, "ec_common", None)
-        if common is None:
+        if getattr(request, "ec_prerun", None) is None:
             return
         encoded = codec.dumps(result)
-        self.events.emit(request.id, "postrun", duration=time.time() - request.ec_started,
-                         deliveries=request.ec_deliveries, result=encoded if len(encoded) <= 65536 else None, **common)
-        self._forward(common["socket"], "RESULT", result, request.id, common["tracking"], common["user"], encoded,
-                      version=getattr(request, "ec_topology", None))
+        done = self._ending(request, POSTRUN, result=encoded if len(encoded) <= RESULT_LIMIT else None)
+        self.events.emit(done)
+        self._forward(done, "RESULT", result, encoded, version=getattr(request, "ec_routes", None))
 
     def failed(self, task: Any, exc: BaseException, einfo: Any) -> None:
         request = task.request
-        common = getattr(request, "ec_common", None)
-        if common is None:
+        if getattr(request, "ec_prerun", None) is None:
             return
         error = f"{exc.__class__.__name__}: {exc}"
         trace = str(getattr(einfo, "traceback", "") or "")[-4000:]
-        self.events.emit(request.id, "failure", error=error, duration=time.time() - request.ec_started,
-                         deliveries=request.ec_deliveries, trace=trace, **common)
-        self._forward(common["socket"], "ERROR", {"error": error, "socket": common["socket"], "call": request.id},
-                      request.id, common["tracking"], common["user"], version=getattr(request, "ec_topology", None))
+        done = self._ending(request, FAILURE, error=error, trace=trace)
+        self.events.emit(done)
+        self._forward(done, "ERROR", {"error": error, "socket": done.socket, "call": done.call},
+                      version=getattr(request, "ec_routes", None))
 
-    def _dead_letter(self, task, call_id, socket, args, kwargs, deliveries, common) -> None:
+    def _dead_letter(self, task, prerun: CallEvent, args, kwargs, deliveries) -> None:
         """A message that killed its worker too often goes aside instead of looping forever."""
-        entry = codec.dumps({"call": call_id, "socket": socket, "args": args, "kwargs": kwargs,
+        entry = codec.dumps({"call": prerun.call, "socket": prerun.socket, "args": args, "kwargs": kwargs,
                              "deliveries": deliveries, "at": time.time()})
         self.redis.lpush(naming.DEAD_LETTER_LIST, entry)
         error = f"dead-lettered after {deliveries - 1} deliveries (see the {naming.DEAD_LETTER_LIST} list)"
-        self.events.emit(call_id, "dead", error=error, **common)
-        task.backend.mark_as_failure(call_id, RuntimeError(error), request=task.request)
+        self.events.emit(dataclasses.replace(prerun, event=DEAD, ts=time.time(), error=error, deliveries=deliveries))
+        task.backend.mark_as_failure(prerun.call, RuntimeError(error), request=task.request)
         raise Ignore()
 
     # -- plugs ------------------------------------------------------------------------------
 
-    def _forward(self, socket: str, kind: str, value: Any, call_id: str, tracking: str, user: str | None,
-                 encoded: str | None = None, version: bytes | None = None) -> None:
-        spec = self.topology.socket(socket, version)
-        if not spec:
+    def _forward(self, done: CallEvent, kind: str, value: Any, encoded: str | None = None,
+                 version: bytes | None = None) -> None:
+        route = self.routes.get(self.owner, done.socket or "", version)
+        if route is None:
             return
-        for plug in spec.get("plugs", ()):
-            if plug["type"] != kind:
+        for plug in route.plugs:
+            if plug.type != kind:
                 continue
-            target = self.topology.socket(plug["target"])
+            target = self.routes.get(plug.target_owner, plug.target)
             if target is None:
                 continue
-            headers = {naming.H_PARENT: call_id, naming.H_TRACKING: tracking, naming.H_USER: user,
-                       naming.H_PLUG: plug["name"], naming.H_ARGUMENT: plug.get("argument")}
-            argument = plug.get("argument")
-            if argument:
-                joined = self.joins.arrive(plug["target"], tracking, argument,
-                                           encoded if encoded is not None else codec.dumps(value), target.get("join", [argument]))
+            headers = {naming.H_PARENT: done.call, naming.H_TRACKING: done.tracking, naming.H_USER: done.user,
+                       naming.H_PLUG: plug.name, naming.H_ARGUMENT: plug.argument}
+            if plug.argument:
+                joined = self.joins.arrive(plug.target, done.tracking or done.call, plug.argument,
+                                           encoded if encoded is not None else codec.dumps(value),
+                                           list(target.join or (plug.argument,)))
                 if joined is None:
                     continue  # other arguments still to come
                 kwargs = {name: codec.loads(raw) for name, raw in joined.items()}
                 headers[naming.H_ARGUMENT] = ",".join(sorted(joined))
-                self.send(target, (), kwargs, headers, naming.join_call_id(plug["target"], tracking))
+                self.send(target, (), kwargs, headers, naming.join_call_id(plug.target, done.tracking or done.call))
             else:
                 self.send(target, (value,), {}, headers, str(uuid.uuid4()))
 
-    def send(self, target: dict[str, Any], args: tuple, kwargs: dict, headers: dict, task_id: str) -> None:
-        self.app.send_task(target["task"], args=args, kwargs=kwargs, queue=target["queue"],
+    def send(self, target: Route, args: tuple, kwargs: dict, headers: dict, task_id: str) -> None:
+        self.app.send_task(target.task, args=args, kwargs=kwargs, queue=target.queue,
                            task_id=task_id, headers={k: v for k, v in headers.items() if v is not None})
 
 

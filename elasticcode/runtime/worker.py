@@ -2,77 +2,104 @@
 
 Run by the agent with the processor's own virtual environment's python, with the code checked
 out at the pinned commit on sys.path. The spec file (JSON, written by the agent) says which
-module, which sockets and which services.
+module, which sockets and which services; a rewritten file with new sockets or a new pool range
+is taken without a restart (`ec_refresh`, see `live.py`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import socket as _socket
+import os
 import sys
 from pathlib import Path
 
 from celery.signals import task_received
 
 from . import naming
-from .app import make_app
-from .coord import BackgroundEvents, coordination_url, redis_client
-from .sockettask import SocketRuntime, register_socket_task
+from .app import is_redis, make_app
+from .autoscale import Autoscaler
+from .connections import coordination_client, coordination_url, redis_client
+from .events import RECEIVED, CallEvent
+from .inflight import RestoreAfterReconnect, TakenLog
+from .live import LiveConsumer, LiveWorker
+from .sockettask import SocketRuntime
+from .workerspec import EXIT_BAD_CODE, WorkerSpec
 
-EXIT_BAD_CODE = 3
+BROKER_HEARTBEAT = 10  # seconds (AMQP heartbeat negotiated with RabbitMQ)
 
 
-def load_functions(spec: dict) -> dict[str, object]:
-    sys.path.insert(0, spec["import_path"])
+def load_functions(spec: WorkerSpec) -> dict[str, object]:
+    sys.path.insert(0, spec.import_path)
     try:
-        module = importlib.import_module(spec["module"])
+        module = importlib.import_module(spec.module)
     except Exception as exc:  # noqa: BLE001 - reported to the agent as one line
-        raise SystemExit(f"module {spec['module']!r} failed to import: {exc.__class__.__name__}: {exc}")
+        raise SystemExit(f"module {spec.module!r} failed to import: {exc.__class__.__name__}: {exc}") from None
     functions = {}
-    for sock in spec["sockets"]:
-        func = getattr(module, sock["function"], None)
+    for sock in spec.sockets:
+        func = getattr(module, sock.function, None)
         if not callable(func):
-            raise SystemExit(f"module {spec['module']!r} has no function {sock['function']!r} (socket {sock['name']!r})")
-        functions[sock["name"]] = func
+            raise SystemExit(f"module {spec.module!r} has no function {sock.function!r} (socket {sock.name!r})")
+        functions[sock.name] = func
     return functions
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="elasticcode.runtime.worker")
     parser.add_argument("--spec", required=True)
-    spec = json.loads(Path(parser.parse_args(argv).spec).read_text())
+    spec_path = Path(parser.parse_args(argv).spec)
+    spec = WorkerSpec.read(spec_path)
     try:
         functions = load_functions(spec)
     except SystemExit as exc:
         print(f"elasticcode-worker-error: {exc}", file=sys.stderr, flush=True)
         sys.exit(EXIT_BAD_CODE)
 
-    app = make_app(spec["broker"], spec.get("backend"))
-    client = redis_client(coordination_url(spec["broker"], spec.get("backend")))
-    host = _socket.gethostname()
-    worker_name = f"{spec['processor']}@{host}"
-    runtime = SocketRuntime(app, client, spec["processor"], worker_name, spec.get("max_deliveries", 5))
-    for sock in spec["sockets"]:
-        register_socket_task(app, runtime, sock["name"], sock["task"], functions[sock["name"]])
+    app = make_app(spec.broker, spec.backend)
+    if not is_redis(spec.broker):
+        # RabbitMQ requeues what a consumer held once its connection is gone; a node cut off the
+        # network is known gone after missed heartbeats: seconds with this, minutes with Celery's 120.
+        app.conf.broker_heartbeat = BROKER_HEARTBEAT
+    client = coordination_client(spec.broker, spec.backend)
+    host = spec.node or naming.node_name()
+    worker_name = naming.worker_name(spec.processor, host)
+    runtime = SocketRuntime(app, client, spec.processor, spec.owner, worker_name, host, spec.max_deliveries)
+    live = LiveWorker(app, runtime, spec_path, spec, worker_name, client)  # the sockets follow the spec file
+    for sock in spec.sockets:
+        live.register(sock, functions[sock.name])
 
-    events = BackgroundEvents(client)
+    # The received event, and with a Redis broker the delivery tag, so that the agent (or this
+    # process after a lost connection) can put back what it took (RabbitMQ does that itself).
+    broker_redis = is_redis(spec.broker)
+    taken = TakenLog(client, redis_client(spec.broker) if broker_redis else None, worker_name, os.getpid(),
+                     same_redis=coordination_url(spec.broker, spec.backend) == spec.broker)
+    app.ec_taken = taken
+    if broker_redis:
+        app.steps["consumer"].add(RestoreAfterReconnect)
 
     @task_received.connect(weak=False)
     def on_received(request=None, **_):
-        # Emitted by the worker's main process the moment a message is taken off the queue.
+        # The worker's main process, the moment a message is taken off the queue.
         headers = getattr(request, "request_dict", None) or {}
-        events.emit(request.id, "received", socket=request.task_name, processor=spec["processor"],
-                    tracking=headers.get(naming.H_TRACKING) or request.id, parent=headers.get(naming.H_PARENT),
-                    user=headers.get(naming.H_USER), worker=worker_name, host=host)
+        tag = getattr(getattr(request, "message", None), "delivery_tag", None)
+        taken.took(CallEvent.now(request.id, RECEIVED, socket=request.task_name, processor=spec.processor,
+                                 tracking=headers.get(naming.H_TRACKING) or request.id,
+                                 parent=headers.get(naming.H_PARENT), user=headers.get(naming.H_USER),
+                                 worker=worker_name, host=host), str(tag) if tag else None)
 
-    queues = sorted({sock["queue"] for sock in spec["sockets"]})
+    Autoscaler.cooldown = spec.scale_cooldown
+    # Celery's autoscale range: the agent raises the max to the node's share (see Autoscaler, ScaledConsumer).
+    low = min(spec.min_concurrency, spec.concurrency)
+    top = spec.concurrency if spec.start_concurrency is None else max(low, min(spec.start_concurrency, spec.concurrency))
     worker = app.Worker(
-        hostname=worker_name, pool="prefork", concurrency=int(spec.get("concurrency", 1)), queues=queues,
-        loglevel=spec.get("loglevel", "INFO"), without_gossip=True, without_mingle=True,
+        hostname=worker_name, pool="prefork", concurrency=max(top, 1), queues=spec.queues,
+        autoscale=(top, low), autoscaler_cls=Autoscaler, consumer_cls=LiveConsumer,
+        loglevel=spec.loglevel, without_gossip=True, without_mingle=True,
     )
-    worker.start()
+    try:
+        worker.start()
+    finally:
+        live.unmark()
     sys.exit(worker.exitcode)
 
 

@@ -1,7 +1,8 @@
-# The manual's listing 3 of 12.2 (Lambda API), unchanged but for the import path.
+# The manual's listing 3 of 12.2 (Lambda API), unchanged but for the import paths (the manual's
+# pyfi.client.example.api is example_api.py beside this file).
 from elasticcode.client.api import funnel, parallel, pipeline
-from elasticcode.client.example.api import do_something_p as do_something
-from elasticcode.client.example.api import do_this_p as do_this
+from example_api import do_something_p as do_something
+from example_api import do_this_p as do_this
 
 """
 An example app on top of pyfi. References existing infrastructure and then runs

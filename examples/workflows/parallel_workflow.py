@@ -1,6 +1,7 @@
-# The manual's section 5.6 "Running a Parallel Workflow", unchanged but for the import path.
+# The manual's section 5.6 "Running a Parallel Workflow", unchanged but for the import paths (the manual's
+# pyfi.client.example.api is example_api.py beside this file).
 from elasticcode.client.api import parallel, pipeline, funnel
-from elasticcode.client.example.api import do_something_p as do_something
+from example_api import do_something_p as do_something
 
 # Create a pipeline that executes tasks sequentially, passing result to next task
 _pipeline = pipeline([

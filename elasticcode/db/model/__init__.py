@@ -19,7 +19,7 @@ from .network import (
     Task,
     Worker,
 )
-from .provenance import CALL_STATES, Call, Event, Log
+from .provenance import Call, Event, Log
 from .security import RIGHTS, Privilege, Role, User, role_privileges, user_privileges, user_roles
 
 # Tables whose rows belong to one user (row-level security on `owner`); the security tables
@@ -34,5 +34,5 @@ __all__ = [
     "Base", "new_id", "File", "Setting", "Version", "Agent", "Argument", "Deployment", "Flow",
     "Node", "Plug", "Processor", "Queue", "Scheduler", "Socket", "Task", "Worker", "Call", "Event",
     "Log", "Privilege", "Role", "User", "role_privileges", "user_privileges", "user_roles",
-    "RIGHTS", "CALL_STATES", "PLUG_TYPES", "QUEUE_TYPES", "STRATEGIES", "OWNED_TABLES", "SECURITY_TABLES",
+    "RIGHTS", "PLUG_TYPES", "QUEUE_TYPES", "STRATEGIES", "OWNED_TABLES", "SECURITY_TABLES",
 ]

@@ -68,7 +68,8 @@ class Agent(Named, Base):
     heartbeat: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     node_id: Mapped[str] = mapped_column(UUID, ForeignKey("node.id", ondelete="CASCADE"), unique=True)
     node: Mapped[Node] = relationship(back_populates="agent")
-    workers: Mapped[list[Worker]] = relationship(back_populates="agent", cascade="all, delete-orphan")
+    # passive_deletes: the database's ON DELETE CASCADE removes worker rows, which users may not write.
+    workers: Mapped[list[Worker]] = relationship(back_populates="agent", cascade="all, delete-orphan", passive_deletes=True)
 
 
 class Flow(Named, Base):
@@ -91,7 +92,9 @@ class Processor(Named, Base):
     modulepath: Mapped[str | None] = mapped_column(String(1000))
     requirements: Mapped[str | None] = mapped_column(Text)
     hostname: Mapped[str | None] = mapped_column(String(255))
-    concurrency: Mapped[int] = mapped_column(Integer, server_default="1")
+    concurrency: Mapped[int] = mapped_column(Integer, server_default="1")  # most pool processes per node
+    # Fewest pool processes per node, kept even when idle (0: none until a call comes; see the agent's scaling).
+    min_concurrency: Mapped[int] = mapped_column(Integer, server_default="0")
     retries: Mapped[int | None] = mapped_column(Integer)
     timelimit: Mapped[int | None] = mapped_column(Integer)
     ratelimit: Mapped[str | None] = mapped_column(String(20))
@@ -104,12 +107,14 @@ class Processor(Named, Base):
     __table_args__ = (
         UniqueConstraint("owner", "name"),
         CheckConstraint("concurrency >= 1", name="concurrency_positive"),
+        CheckConstraint("min_concurrency >= 0 AND min_concurrency <= concurrency", name="min_concurrency_range"),
     )
 
     flow: Mapped[Flow | None] = relationship(back_populates="processors")
     sockets: Mapped[list[Socket]] = relationship(back_populates="processor", cascade="all, delete-orphan")
     deployments: Mapped[list[Deployment]] = relationship(back_populates="processor", cascade="all, delete-orphan")
-    workers: Mapped[list[Worker]] = relationship(back_populates="processor", cascade="all, delete-orphan")
+    workers: Mapped[list[Worker]] = relationship(back_populates="processor", cascade="all, delete-orphan",
+                                                 passive_deletes=True)
 
 
 class Deployment(Named, Base):
@@ -221,6 +226,7 @@ class Plug(Named, Base):
     target_id: Mapped[str] = mapped_column(UUID, ForeignKey("socket.id", ondelete="CASCADE"), index=True)
     queue_id: Mapped[str | None] = mapped_column(UUID, ForeignKey("queue.id", ondelete="SET NULL"))
     argument: Mapped[str | None] = mapped_column(String(255))
+    status_message: Mapped[str | None] = mapped_column(Text)  # why an agent marked it `error`
     __table_args__ = (
         UniqueConstraint("owner", "name"),
         CheckConstraint(f"type IN {PLUG_TYPES}", name="type"),

@@ -15,8 +15,6 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..base import UUID, Base, Owned
 
-CALL_STATES = ("queued", "received", "running", "finished", "failed", "retried", "dead", "cancelled")
-
 
 class Call(Owned, Base):
     __tablename__ = "call"

@@ -1,6 +1,6 @@
-"""The manual's section 5.5.2: the quickstart's sockets as functions and partials.
+"""The manual's section 5.5.2 (its `pyfi.client.example.api`): the quickstart's sockets as functions and partials.
 
-    from elasticcode.client.example.api import do_something_p as do_something
+    from example_api import do_something_p as do_something      # beside this file
 """
 
 from elasticcode.client.api import Socket as Function

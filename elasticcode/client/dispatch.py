@@ -1,0 +1,188 @@
+"""Sending calls from a client: find the socket's route, publish the message, record it as queued.
+
+Routes come from the table the agents publish to Redis (`elasticcode.runtime.routes`), so the
+hot path never queries PostgreSQL; a socket the table does not know yet (no agent has published
+it) is looked up in the model database once, with the same route builder the agents use.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+import warnings
+from typing import Any
+
+from celery import Celery
+from celery.result import AsyncResult
+from sqlalchemy import func, select
+from sqlalchemy.orm import joinedload
+
+from ..catalog.routes import socket_route
+from ..config import Settings
+from ..db import model as m
+from ..db.engine import session_scope
+from ..errors import ElasticCodeError, NotFound, ServiceUnavailable
+from ..runtime import codec, naming
+from ..runtime.app import make_app
+from ..runtime.connections import coordination_client
+from ..runtime.events import QUEUED, CallEvent, EventStream
+from ..runtime.routes import PublishedRoutes, Route
+
+# Arguments bigger than this are refused before anything is sent: a message that size slows the
+# broker for everyone and usually means data that belongs in storage, with its address passed.
+MAX_PAYLOAD_BYTES = int(os.environ.get("ELASTICCODE_MAX_PAYLOAD", str(8 << 20)))
+
+
+class WaitingWarning(UserWarning):
+    """A call was queued for a processor that is not running (pending, stopped or in error)."""
+
+
+class Dispatcher:
+    """One per client process and configuration: a Celery app, the Redis of events and routes."""
+
+    _instances: dict[tuple, Dispatcher] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.app: Celery = make_app(settings.require_broker(), settings.backend)
+        self.redis = coordination_client(settings.broker, settings.backend)
+        self.events = EventStream(self.redis)
+        self.routes = PublishedRoutes(self.redis)
+        self._looked_up: dict[str, tuple[float, Route]] = {}  # sockets found in the database, not published
+        self._user: str | None = None
+        self._warned: set[str] = set()
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Dispatcher:
+        key = (settings.db, settings.broker, settings.backend)
+        with cls._lock:
+            if key not in cls._instances:
+                cls._instances[key] = cls(settings)
+            return cls._instances[key]
+
+    @classmethod
+    def forget_all(cls) -> None:
+        """Drop every dispatcher: the next call reads the configuration again."""
+        with cls._lock:
+            cls._instances.clear()
+
+    def resolve(self, socket: str, version: bytes | None = None, max_age: float = 5.0) -> Route:
+        """The socket's route: the published one, else the model database's (cached for a few seconds).
+
+        `version` is the routes' version key as just read; without it the table is re-read when
+        it is more than half a second old."""
+        route = self.routes.get(self.user, socket, version)
+        if route is not None:
+            return route
+        cached = self._looked_up.get(socket)
+        if cached and time.monotonic() - cached[0] < max_age:
+            return cached[1]
+        try:
+            return self._lookup(socket)
+        except ServiceUnavailable:
+            if cached:  # the database is down: calls keep flowing to the queue we know
+                return cached[1]
+            raise
+
+    def _lookup(self, socket: str) -> Route:
+        with session_scope(self.settings.require_db()) as s:
+            row = s.execute(
+                select(m.Socket).options(joinedload(m.Socket.queue), joinedload(m.Socket.processor),
+                                         joinedload(m.Socket.task))
+                .where(m.Socket.name == socket)
+                .order_by((m.Socket.owner == func.current_user()).desc()).limit(1)
+            ).scalar()
+            if row is None:
+                raise NotFound(f"socket {socket!r} does not exist: list them with `flow ls sockets`")
+            route = socket_route(row)
+        self._looked_up[socket] = (time.monotonic(), route)
+        return route
+
+    def send(self, socket: str, args: tuple = (), kwargs: dict | None = None, *, tracking: str | None = None,
+             parent: str | None = None, call_id: str | None = None) -> AsyncResult:
+        route = self.resolve(socket, self.routes.version)
+        check_payload(socket, args, kwargs)
+        call_id = call_id or str(uuid.uuid4())
+        tracking = tracking or call_id
+        # One round trip: the queued event, and the routes' version to see whether they moved.
+        pipe = self.redis.pipeline(transaction=False)
+        self.events.emit(CallEvent.now(call_id, QUEUED, socket=socket, processor=route.processor, tracking=tracking,
+                                       parent=parent, user=self.user), pipe=pipe)
+        pipe.get(naming.ROUTES_VERSION_KEY)
+        version = pipe.execute()[-1]
+        if version != self.routes.version:
+            route = self.resolve(socket, version)
+        waiting = describe_wait(route)
+        if waiting and socket not in self._warned:
+            # Once per socket: the call is queued, but the user should know why nothing happens yet.
+            self._warned.add(socket)
+            warnings.warn(f"{socket}: {waiting}", WaitingWarning, stacklevel=3)
+        headers = {naming.H_TRACKING: tracking, naming.H_USER: self.user}
+        if parent:
+            headers[naming.H_PARENT] = parent
+        return self.app.send_task(route.task, args=list(args), kwargs=kwargs or {}, queue=route.queue,
+                                  task_id=call_id, headers=headers)
+
+    @property
+    def user(self) -> str | None:
+        """The database role calls are made as: recorded calls belong to it (row-level security)."""
+        if self._user is None:
+            with session_scope(self.settings.require_db()) as s:
+                self._user = s.execute(select(func.current_user())).scalar_one()
+        return self._user
+
+    def result(self, call_id: str) -> AsyncResult:
+        return AsyncResult(call_id, app=self.app)
+
+
+RECONNECT_PAUSE = 0.5  # seconds between two tries to reach a result backend that went away
+
+
+def wait_result(result: AsyncResult, timeout: float | None = None) -> Any:
+    """`result.get`, surviving a restart of the result backend: a connection error while waiting
+    (Redis restarted under a subscribed client) means ask again on a new connection until the
+    timeout, since the result itself is durable there. Other errors are raised as Celery raises them."""
+    import redis as redis_py
+    from celery.exceptions import TimeoutError as CeleryTimeout
+    from kombu.exceptions import OperationalError
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            return result.get(timeout=left, disable_sync_subtasks=False)
+        except (redis_py.ConnectionError, redis_py.TimeoutError, OperationalError, ConnectionError):
+            if deadline is not None and time.monotonic() + RECONNECT_PAUSE >= deadline:
+                raise CeleryTimeout(f"the result backend was unreachable until the timeout ({timeout:g}s)") from None
+            time.sleep(RECONNECT_PAUSE)
+
+
+def check_payload(socket: str, args: tuple, kwargs: dict | None) -> None:
+    size = len(codec.dumps([list(args), kwargs or {}]))
+    if size > MAX_PAYLOAD_BYTES:
+        raise ElasticCodeError(
+            f"the arguments of this call to {socket} are {size / 1e6:.1f} MB, over the {MAX_PAYLOAD_BYTES / 1e6:.1f} MB "
+            "limit: pass a path or URL to the data instead (or raise ELASTICCODE_MAX_PAYLOAD)")
+
+
+DEPLOYING_SECONDS = 60  # a processor changed this recently is most likely being deployed
+
+
+def describe_wait(route: Route) -> str | None:
+    """Why a call may wait in its queue, or None when its processor is running (or being deployed)."""
+    if route.processor_status == "running" and not route.socket_message:
+        return None
+    if route.processor_status == "ready":
+        if time.time() - route.changed < DEPLOYING_SECONDS:
+            return None
+        reason = (f"processor {route.processor} has not been started by any agent "
+                  "(is one running? `flow up` or `flow agent start`)")
+    else:
+        reason = route.socket_message or route.processor_message or f"processor {route.processor} is {route.processor_status}"
+    return f"{reason}; the call waits in its queue until the processor runs"
+
+
+__all__ = ["Dispatcher", "WaitingWarning", "describe_wait"]

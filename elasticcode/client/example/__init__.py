@@ -1,1 +1,0 @@
-"""Ready-made references to the quickstart's sockets (the manual's `pyfi.client.example`)."""

@@ -1,0 +1,192 @@
+"""The call-event contract: the one definition of what a call event is and how events fold into a call.
+
+Clients and workers emit events to a Redis stream; the agents' recorders fold them into call rows
+in PostgreSQL and publish each one on the live channel, where the notebook graph folds them into
+counts. All of them use the names, the record and the fold defined here, so a new field or state
+changes this module only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+
+from . import naming
+
+# Event names, in the order a call goes through them.
+QUEUED = "queued"  # the client sent the message
+RECEIVED = "received"  # a worker took it off the queue
+PRERUN = "prerun"  # the function starts
+POSTRUN = "postrun"  # the function returned
+FAILURE = "failure"  # the function raised
+DEAD = "dead"  # dead-lettered after too many deliveries
+EVENT_NAMES = (QUEUED, RECEIVED, PRERUN, POSTRUN, FAILURE, DEAD)
+
+# Call states, ranked: a call's state only moves forward, whatever order its events arrive in
+# (a late `received` never undoes `finished`; a redelivery that finishes overrides `failed`).
+STATES = ("queued", "received", "running", "failed", "finished", "dead")
+RANK = {state: rank for rank, state in enumerate(STATES)}
+STATE_OF_EVENT = {QUEUED: "queued", RECEIVED: "received", PRERUN: "running", POSTRUN: "finished",
+                  FAILURE: "failed", DEAD: "dead"}
+ENDING_EVENTS = (POSTRUN, FAILURE, DEAD)
+
+# A call row, as the recorder writes it and history() reads it: column -> kind.
+CALL_COLUMNS: dict[str, str] = {
+    "id": "text", "name": "text", "state": "text", "owner": "text", "processor": "text", "tracking": "text",
+    "parent": "text", "argument": "text", "worker": "text", "host": "text", "deliveries": "int",
+    "created": "time", "received": "time", "started": "time", "finished": "time", "duration": "float",
+    "error": "text", "result": "json",
+}
+# What a listing of calls shows (`flow ls calls`, call trees).
+CALL_SUMMARY = ("id", "name", "state", "owner", "received", "started", "finished", "duration", "tracking", "parent",
+                "worker", "host")
+RESULT_LIMIT = 65536  # bytes of JSON result kept with the event (and so in the call row)
+LIVE_CHANNEL = "task"  # `flow listen -c task`
+
+
+def advance(current: str | None, event: str) -> str | None:
+    """The state after `event` for a call now in `current`, or None when the event is older news."""
+    state = STATE_OF_EVENT.get(event)
+    if state is None or (current is not None and RANK[state] < RANK[current]):
+        return None
+    return state
+
+
+@dataclass(frozen=True, slots=True)
+class CallEvent:
+    """One call event. On the stream every field is a string; absent fields are left out."""
+
+    call: str
+    event: str
+    ts: float
+    socket: str | None = None
+    processor: str | None = None
+    tracking: str | None = None
+    parent: str | None = None
+    argument: str | None = None
+    user: str | None = None
+    worker: str | None = None
+    host: str | None = None
+    duration: float | None = None
+    deliveries: int | None = None
+    result: str | None = None  # the result's JSON text, when small enough
+    error: str | None = None
+    trace: str | None = None
+
+    @classmethod
+    def now(cls, call: str, event: str, **values: Any) -> CallEvent:
+        return cls(call, event, time.time(), **values)
+
+    def to_fields(self) -> dict[str, str]:
+        out = {"call": self.call, "event": self.event, "ts": repr(self.ts)}
+        for name in _OPTIONAL:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value if isinstance(value, str) else json.dumps(value)
+        return out
+
+    @classmethod
+    def from_fields(cls, raw: Mapping[Any, Any]) -> CallEvent:
+        """From a stream entry (bytes or str keys and values); unknown fields are ignored."""
+        e = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+             for k, v in raw.items()}
+        values: dict[str, Any] = {name: e.get(name) or None for name in _OPTIONAL}
+        if values["duration"] is not None:
+            values["duration"] = float(values["duration"])
+        if values["deliveries"] is not None:
+            values["deliveries"] = int(values["deliveries"])
+        return cls(e["call"], e["event"], float(e["ts"]), **values)
+
+    @property
+    def state(self) -> str | None:
+        return STATE_OF_EVENT.get(self.event)
+
+    @property
+    def at(self) -> datetime:
+        return datetime.fromtimestamp(self.ts, tz=timezone.utc)
+
+    def live_message(self) -> dict[str, Any]:
+        """What `flow listen -c task` prints and the notebook graph counts (channel `ec.<processor>.task`)."""
+        message = {"channel": LIVE_CHANNEL, "state": self.event, "call": self.call, "socket": self.socket,
+                   "date": self.at.isoformat(), "room": self.processor}
+        if self.error:
+            message["error"] = self.error
+        return message
+
+    @classmethod
+    def from_live(cls, message: Mapping[str, Any]) -> CallEvent | None:
+        """The event inside a live message, or None when the message is not a call event."""
+        call, event = message.get("call"), message.get("state")
+        if not (isinstance(call, str) and call and isinstance(event, str)):
+            return None
+        try:
+            ts = datetime.fromisoformat(message["date"]).timestamp()
+        except (KeyError, TypeError, ValueError):
+            ts = 0.0  # counting does not need the time
+        return cls(call, event, ts, socket=message.get("socket"), processor=message.get("room"), error=message.get("error"))
+
+    def live_channel(self) -> str:
+        return naming.channel(self.processor or "unknown", LIVE_CHANNEL)
+
+
+_OPTIONAL = tuple(f.name for f in fields(CallEvent))[3:]
+
+
+def fold(row: dict[str, Any] | None, event: CallEvent) -> dict[str, Any]:
+    """Fold one event into a call row (CALL_COLUMNS); pure: returns the row it was given, updated."""
+    at = event.at
+    if row is None:
+        row = {"id": event.call, "state": "queued", "created": at}
+    state = advance(row["state"], event.event)
+    if state:
+        row["state"] = state
+    for key in ("processor", "tracking", "parent", "argument", "worker", "host"):
+        value = getattr(event, key)
+        if value:
+            row[key] = value
+    if event.socket:
+        row["name"] = event.socket
+    if event.user:
+        row["owner"] = event.user
+    if event.event == RECEIVED:
+        row["received"] = row.get("received") or at
+    elif event.event == PRERUN:
+        row["started"] = at
+    elif event.event in ENDING_EVENTS:
+        row["finished"] = at
+        if event.duration:
+            row["duration"] = event.duration
+        if event.error:
+            row["error"] = event.error
+        if event.result:
+            row["result"] = json.loads(event.result)
+    if event.deliveries:
+        row["deliveries"] = max(event.deliveries, row.get("deliveries", 0))
+    return row
+
+
+def fold_all(events: Iterable[CallEvent]) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for event in events:
+        rows[event.call] = fold(rows.get(event.call), event)
+    return rows
+
+
+class EventStream:
+    """Appends call events to the durable stream the recorders drain (pass `pipe` to batch)."""
+
+    def __init__(self, client: redis.Redis):
+        self.client = client
+
+    def emit(self, event: CallEvent, pipe: Any = None) -> None:
+        (pipe or self.client).xadd(naming.EVENTS_STREAM, event.to_fields())
+
+
+__all__ = ["CallEvent", "EventStream", "fold", "fold_all", "advance",
+           "EVENT_NAMES", "STATES", "RANK", "STATE_OF_EVENT", "CALL_COLUMNS", "CALL_SUMMARY"]

@@ -1,0 +1,62 @@
+"""CI's smoke run of the benchmark harness: `python -m bench --smoke` (a few hundred calls per system)
+brings up its own stack and peers, and every system's row has numbers. Not that they are fast: the
+figures are only checked to be there, so the harness cannot rot unnoticed."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.report import EC_KEYS, MAIN_KEYS  # noqa: E402
+from bench.systems import BY_NAME, SYSTEMS, missing  # noqa: E402
+
+LIMIT = 300  # seconds; about 80 s on the 2-core test machine, under load
+pytestmark = pytest.mark.timeout(LIMIT + 180)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_python_m_bench_smoke_gives_every_system_numbers(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELASTICCODE_")}  # the harness makes its own stack
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "--smoke", "--out", str(tmp_path)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=LIMIT)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)  # the harness tears down what it started
+        out, _ = proc.communicate(timeout=150)
+        pytest.fail(f"python -m bench --smoke took over {LIMIT} s:\n{out[-4000:]}")
+    assert proc.returncode == 0, out[-4000:]
+
+    [result] = tmp_path.glob("*-smoke.json")
+    assert result.with_suffix(".png").stat().st_size > 10_000
+    results = json.loads(result.read_text())
+    assert results["load"]["uptime_before"] and results["machine"]["cores"] == os.cpu_count()
+    for entry in SYSTEMS:
+        row = results["systems"][entry.name]
+        if missing(entry):
+            assert row["status"].startswith("not installed"), row["status"]
+            continue
+        assert row["status"] == "ok", (entry.name, row["status"], row["errors"])
+        assert not row["errors"], (entry.name, row["errors"])
+        for key in MAIN_KEYS:
+            assert _number(row["metrics"].get(key)), (entry.name, key, row["metrics"])
+        assert entry.label in out
+    if not missing(BY_NAME["elasticcode"]):
+        ec = results["systems"]["elasticcode"]["metrics"]
+        for key in EC_KEYS:
+            assert _number(ec.get(key)), (key, ec)
+        if not missing(BY_NAME["celery"]):
+            assert all(t["value"] is not None and t["met"] in (True, False) for t in results["targets"]), results["targets"]
