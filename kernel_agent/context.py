@@ -15,6 +15,12 @@ from elasticcode.runtime.connections import coordination_client
 from . import nodeinfo
 from .supervisor import Workers
 
+# Seconds the server lets the heartbeat's and the recorder's sessions sit idle inside a
+# transaction (`elasticcode.db.engine.get_engine`): a node cut off mid-transaction then loses its
+# row locks long before it is marked down (failover.MISSED heartbeats), so the live nodes can mark
+# it and record its calls. Both transactions take milliseconds.
+IDLE_TRANSACTION_TIMEOUT = 3.0
+
 
 @dataclass
 class AgentContext:

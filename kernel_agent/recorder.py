@@ -26,6 +26,7 @@ from elasticcode.db.engine import get_engine
 from elasticcode.runtime import naming
 from elasticcode.runtime.events import STATES, CallEvent, fold_all
 
+from .context import IDLE_TRANSACTION_TIMEOUT
 from .steps import Step
 
 log = logging.getLogger("elasticcode.recorder")
@@ -126,7 +127,7 @@ class Recorder(threading.Thread):
     def _store(self, events: list[tuple[bytes, CallEvent]]) -> None:
         calls = fold_all(event for _, event in events)
         rows = [event_row(entry_id, event) for entry_id, event in events]
-        with get_engine(self.db_url).begin() as conn:
+        with get_engine(self.db_url, IDLE_TRANSACTION_TIMEOUT).begin() as conn:
             upsert_calls(conn, calls)
             for keys in {tuple(sorted(r)) for r in rows}:
                 group = [r for r in rows if tuple(sorted(r)) == keys]

@@ -19,7 +19,7 @@ from elasticcode.db.engine import session_scope
 from elasticcode.errors import ElasticCodeError
 
 from . import nodeinfo
-from .context import AgentContext
+from .context import IDLE_TRANSACTION_TIMEOUT, AgentContext
 from .steps import Step
 
 log = logging.getLogger("elasticcode.agent")
@@ -50,7 +50,7 @@ def register(ctx: AgentContext) -> None:
 
 def beat(ctx: AgentContext) -> None:
     stats = nodeinfo.stats(str(ctx.home))
-    with session_scope(ctx.db_url) as s:
+    with session_scope(ctx.db_url, IDLE_TRANSACTION_TIMEOUT) as s:
         node = s.get(m.Node, ctx.node_id)
         agent = s.get(m.Agent, ctx.agent_id)
         if node is None or agent is None:  # deleted from under us: register again

@@ -13,26 +13,37 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..errors import ElasticCodeError, ServiceUnavailable
 from ..security import redact_url
 
-_engines: dict[str, Engine] = {}
+_engines: dict[tuple[str, float | None], Engine] = {}
 _lock = threading.Lock()
+# TCP keepalives: a connection whose peer vanished (a cut link) fails in about 20 s, not hours.
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3, "keepalives_count": 3}
 
 
-def get_engine(url: str) -> Engine:
-    """One pooled engine per URL per process (workers and agents reuse it)."""
+def get_engine(url: str, idle_transaction_timeout: float | None = None) -> Engine:
+    """One pooled engine per URL per process (workers and agents reuse it).
+
+    With `idle_transaction_timeout` (seconds) the server ends a session that sits idle inside a
+    transaction for longer. The agent's heartbeat and recorder use it: cut off from the network
+    in the middle of a transaction, they would otherwise keep their row locks (the agent's row,
+    calls being recorded) until the server notices the dead peer, which behind a proxy or NAT is
+    never, and the live agents could neither mark that node down nor record its calls."""
+    key = (url, idle_transaction_timeout)
     with _lock:
-        engine = _engines.get(url)
+        engine = _engines.get(key)
         if engine is None:
             if not url.startswith(("postgresql://", "postgresql+psycopg2://", "postgres://")):
                 raise ElasticCodeError(
                     f"database URL {redact_url(url)!r} is not PostgreSQL: use postgresql+psycopg2://user@host:port/db"
                 )
-            key = url
             # psycopg2 is the driver we ship: SQLAlchemy 2.1 would pick psycopg 3 for a bare scheme.
             for scheme in ("postgres://", "postgresql://"):
                 if url.startswith(scheme):
                     url = "postgresql+psycopg2://" + url[len(scheme):]
             try:
-                engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+                connect_args: dict[str, object] = {"connect_timeout": 5, **_KEEPALIVES}
+                if idle_transaction_timeout is not None:
+                    connect_args["options"] = f"-c idle_in_transaction_session_timeout={int(idle_transaction_timeout * 1000)}"
+                engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
             except (ValueError, ArgumentError) as exc:
                 raise ElasticCodeError(f"database URL {redact_url(url)!r} is not valid ({exc}): "
                                        "use postgresql+psycopg2://user@host:port/db") from None
@@ -57,9 +68,10 @@ def explain_operational_error(url: str, exc: Exception) -> ServiceUnavailable:
 
 
 @contextlib.contextmanager
-def session_scope(url: str) -> Iterator[Session]:
-    """A transaction: committed on success, rolled back (nothing partial written) on any error."""
-    engine = get_engine(url)
+def session_scope(url: str, idle_transaction_timeout: float | None = None) -> Iterator[Session]:
+    """A transaction: committed on success, rolled back (nothing partial written) on any error.
+    For `idle_transaction_timeout` see `get_engine`."""
+    engine = get_engine(url, idle_transaction_timeout)
     factory = sessionmaker(engine, expire_on_commit=False)
     try:
         with factory.begin() as session:
