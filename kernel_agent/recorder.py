@@ -7,6 +7,7 @@ provenance: when PostgreSQL is back, the pending entries are written and acknowl
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -16,8 +17,8 @@ import uuid
 from typing import Any
 
 import redis
-from sqlalchemy import Text, case, cast, func, literal, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Text, case, cast, column, func, literal, select, table, text
+from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
@@ -27,6 +28,7 @@ from elasticcode.runtime import naming
 from elasticcode.runtime.events import STATES, CallEvent, fold_all
 
 from .context import IDLE_TRANSACTION_TIMEOUT
+from .staging import copy_to_stage
 from .steps import Step
 
 log = logging.getLogger("elasticcode.recorder")
@@ -49,6 +51,9 @@ LINK_SOCKETS = text(
 )
 
 
+CALL_STAGE, EVENT_STAGE = "ec_call_stage", "ec_event_stage"
+
+
 def upsert_calls(conn: Connection, calls: dict[str, dict[str, Any]]) -> None:
     """Merge folded call rows into the `call` table; a state only moves forward (ranked by STATES).
 
@@ -56,33 +61,50 @@ def upsert_calls(conn: Connection, calls: dict[str, dict[str, Any]]) -> None:
     an earlier delivery (held by a recorder on a node that died, written a minute later by another)
     only fills what is missing. Rows go in id order, so recorders writing overlapping batches take
     row locks in one order and never deadlock."""
-    rows = []
-    for row in sorted(calls.values(), key=lambda r: r["id"]):
-        row = dict(row)
-        row.setdefault("name", "?")
-        rows.append(row)
-    for keys in sorted({tuple(sorted(r)) for r in rows}):  # executemany needs uniform keys
-        group = [r for r in rows if tuple(sorted(r)) == keys]
-        stmt = insert(m.Call).values(group)
-        ex, cur = stmt.excluded, m.Call.__table__.c
-        rank = lambda col: func.array_position(literal(list(STATES)), cast(col, Text))  # noqa: E731
-        latest = func.coalesce(ex.deliveries, 0) >= func.coalesce(cur.deliveries, 0)  # not an older delivery's
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["id"],
-            set_={
-                "state": case((rank(ex.state) >= rank(cur.state), ex.state), else_=cur.state),
-                "name": case((ex.name != "?", ex.name), else_=cur.name),
-                **{c: func.coalesce(cur[c], ex[c]) for c in ("received", "tracking", "parent", "argument") if c in keys},
-                **{c: case((latest, func.coalesce(ex[c], cur[c])), else_=func.coalesce(cur[c], ex[c]))
-                   for c in ("started", "finished", "duration", "error", "result", "worker", "host", "processor")
-                   if c in keys},
-                "deliveries": func.greatest(ex.deliveries, cur.deliveries),
-                "lastupdated": func.now(),
-            },
-        )
-        conn.execute(stmt)
+    rows = [{"name": "?", **row} for row in calls.values()]
+    for keys in sorted({tuple(sorted(r)) for r in rows}):  # one statement per set of columns
+        copy_to_stage(conn, CALL_STAGE, "call", keys, [r for r in rows if tuple(sorted(r)) == keys], JSON_COLUMNS)
+        conn.execute(merge_calls(keys))
     # Sockets are linked by name in SQL, so a socket deleted and re-created never leaves a stale id.
     conn.execute(LINK_SOCKETS, {"ids": list(calls)})
+
+
+JSON_COLUMNS = frozenset(c.name for c in m.Call.__table__.c if isinstance(c.type, JSONB))
+
+
+@functools.lru_cache(maxsize=64)
+def merge_calls(keys: tuple[str, ...]) -> Insert:
+    """INSERT ... SELECT of the staged call rows that carry `keys` (see `staging.py`), built once."""
+    stage = table(CALL_STAGE, *(column(k) for k in keys))
+    stmt = insert(m.Call).from_select(list(keys), select(*stage.c).order_by(stage.c.id))
+    ex, cur = stmt.excluded, m.Call.__table__.c
+    rank = lambda col: func.array_position(literal(list(STATES)), cast(col, Text))  # noqa: E731
+    latest = func.coalesce(ex.deliveries, 0) >= func.coalesce(cur.deliveries, 0)  # not an older delivery's
+    return stmt.on_conflict_do_update(
+        index_elements=["id"],
+        set_={
+            "state": case((rank(ex.state) >= rank(cur.state), ex.state), else_=cur.state),
+            "name": case((ex.name != "?", ex.name), else_=cur.name),
+            **{c: func.coalesce(cur[c], ex[c]) for c in ("received", "tracking", "parent", "argument") if c in keys},
+            **{c: case((latest, func.coalesce(ex[c], cur[c])), else_=func.coalesce(cur[c], ex[c]))
+               for c in ("started", "finished", "duration", "error", "result", "worker", "host", "processor")
+               if c in keys},
+            "deliveries": func.greatest(ex.deliveries, cur.deliveries),
+            "lastupdated": func.now(),
+        },
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def merge_events(keys: tuple[str, ...]) -> Insert:
+    stage = table(EVENT_STAGE, *(column(k) for k in keys))
+    return insert(m.Event).from_select(list(keys), select(*stage.c)).on_conflict_do_nothing(index_elements=["id"])
+
+
+def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    for keys in sorted({tuple(sorted(r)) for r in rows}):
+        copy_to_stage(conn, EVENT_STAGE, "event", keys, [r for r in rows if tuple(sorted(r)) == keys])
+        conn.execute(merge_events(keys))
 
 
 class Recorder(threading.Thread):
@@ -129,9 +151,7 @@ class Recorder(threading.Thread):
         rows = [event_row(entry_id, event) for entry_id, event in events]
         with get_engine(self.db_url, IDLE_TRANSACTION_TIMEOUT).begin() as conn:
             upsert_calls(conn, calls)
-            for keys in {tuple(sorted(r)) for r in rows}:
-                group = [r for r in rows if tuple(sorted(r)) == keys]
-                conn.execute(insert(m.Event).values(group).on_conflict_do_nothing(index_elements=["id"]))
+            insert_events(conn, rows)
 
     def write(self, entries: list[Entry]) -> None:
         """Store, acknowledge and (with `publish`) announce a batch of stream entries."""

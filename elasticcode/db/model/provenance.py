@@ -42,6 +42,7 @@ class Call(Owned, Base):
         Index("ix_call_tracking", "tracking"),
         Index("ix_call_parent", "parent"),
         Index("ix_call_socket_id_created", "socket_id", "created"),
+        Index("ix_call_name_created", "name", "created"),  # history(socket=...) filters by name
         Index("ix_call_created", "created"),
         Index("ix_call_state", "state"),
     )
