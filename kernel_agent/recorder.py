@@ -34,6 +34,7 @@ from .steps import Step
 log = logging.getLogger("elasticcode.recorder")
 EVENT_NAMESPACE = uuid.UUID("0b8f4a52-7f1e-4d6b-bb6e-3f5f5b1d2c11")
 BATCH = 500
+LINGER = 0.05  # seconds a partial batch waits for more events
 Entry = tuple[bytes, dict[bytes, bytes]]  # a raw stream entry: id and fields
 
 
@@ -190,6 +191,13 @@ class Recorder(threading.Thread):
                     reply = self.redis.xreadgroup(naming.RECORDER_GROUP, self.consumer, {naming.EVENTS_STREAM: ">"},
                                                   count=BATCH, block=200)
                 entries = [e for _, batch in (reply or []) for e in batch if e[1]]
+                if 0 < len(entries) < BATCH and not own_pending:
+                    # A call's events come a few ms apart: wait for the rest before writing, so that
+                    # PostgreSQL gets one transaction (one fsync) for many events, not one for each.
+                    self.stop_event.wait(LINGER)
+                    more = self.redis.xreadgroup(naming.RECORDER_GROUP, self.consumer, {naming.EVENTS_STREAM: ">"},
+                                                 count=BATCH - len(entries))
+                    entries += [e for _, batch in (more or []) for e in batch if e[1]]
                 if own_pending and not entries:
                     own_pending = False
                 while self._take_over:

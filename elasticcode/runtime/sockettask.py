@@ -1,7 +1,7 @@
 """One Celery task per socket: run the function, record events, forward along plugs.
 
 The hot path per call: one pipelined Redis round trip before the function (delivery count +
-prerun event + the routes' version). The postrun event and one publish per plug follow after
+prerun event + the routes' version). One publish per plug, then the postrun event, follow after
 Celery has stored the result. Nothing waits for PostgreSQL; the agents' recorders write the
 events in batches.
 """
@@ -78,8 +78,12 @@ class SocketRuntime:
             return
         encoded = codec.dumps(result)
         done = self._ending(request, POSTRUN, result=encoded if len(encoded) <= RESULT_LIMIT else None)
-        self.events.emit(done)
-        self._forward(done, "RESULT", result, encoded, version=getattr(request, "ec_routes", None))
+        # The plugs first: the next call should not wait for this one's event (both are sent
+        # before the message is acked, so a crash in between repeats both, loses neither).
+        try:
+            self._forward(done, "RESULT", result, encoded, version=getattr(request, "ec_routes", None))
+        finally:
+            self.events.emit(done)
 
     def failed(self, task: Any, exc: BaseException, einfo: Any) -> None:
         request = task.request
@@ -88,9 +92,11 @@ class SocketRuntime:
         error = f"{exc.__class__.__name__}: {exc}"
         trace = str(getattr(einfo, "traceback", "") or "")[-4000:]
         done = self._ending(request, FAILURE, error=error, trace=trace)
-        self.events.emit(done)
-        self._forward(done, "ERROR", {"error": error, "socket": done.socket, "call": done.call},
-                      version=getattr(request, "ec_routes", None))
+        try:
+            self._forward(done, "ERROR", {"error": error, "socket": done.socket, "call": done.call},
+                          version=getattr(request, "ec_routes", None))
+        finally:
+            self.events.emit(done)
 
     def _dead_letter(self, task, prerun: CallEvent, args, kwargs, deliveries) -> None:
         """A message that killed its worker too often goes aside instead of looping forever."""
