@@ -7,11 +7,13 @@ it) is looked up in the model database once, with the same route builder the age
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from celery import Celery
@@ -29,6 +31,7 @@ from ..runtime.app import make_app
 from ..runtime.connections import coordination_client
 from ..runtime.events import QUEUED, CallEvent, EventStream
 from ..runtime.routes import PublishedRoutes, Route
+from ..security import redact_text
 
 # Arguments bigger than this are refused before anything is sent: a message that size slows the
 # broker for everyone and usually means data that belongs in storage, with its address passed.
@@ -74,7 +77,8 @@ class Dispatcher:
 
         `version` is the routes' version key as just read; without it the table is re-read when
         it is more than half a second old."""
-        route = self.routes.get(self.user, socket, version)
+        with reaching_redis():
+            route = self.routes.get(self.user, socket, version)
         if route is not None:
             return route
         cached = self._looked_up.get(socket)
@@ -102,7 +106,13 @@ class Dispatcher:
         return route
 
     def send(self, socket: str, args: tuple = (), kwargs: dict | None = None, *, tracking: str | None = None,
-             parent: str | None = None, call_id: str | None = None) -> AsyncResult:
+             parent: str | None = None, call_id: str | None = None, **options: Any) -> AsyncResult:
+        """Record the call as queued and send it; `options` are Celery's countdown, eta, expires."""
+        with reaching_redis():
+            return self._send(socket, args, kwargs, tracking=tracking, parent=parent, call_id=call_id, **options)
+
+    def _send(self, socket: str, args: tuple, kwargs: dict | None, *, tracking: str | None, parent: str | None,
+              call_id: str | None, **options: Any) -> AsyncResult:
         route = self.resolve(socket, self.routes.version)
         check_payload(socket, args, kwargs)
         call_id = call_id or str(uuid.uuid4())
@@ -119,12 +129,12 @@ class Dispatcher:
         if waiting and socket not in self._warned:
             # Once per socket: the call is queued, but the user should know why nothing happens yet.
             self._warned.add(socket)
-            warnings.warn(f"{socket}: {waiting}", WaitingWarning, stacklevel=3)
+            warnings.warn(f"{socket}: call {call_id} is queued: {waiting}", WaitingWarning, stacklevel=3)
         headers = {naming.H_TRACKING: tracking, naming.H_USER: self.user}
         if parent:
             headers[naming.H_PARENT] = parent
         return self.app.send_task(route.task, args=list(args), kwargs=kwargs or {}, queue=route.queue,
-                                  task_id=call_id, headers=headers)
+                                  task_id=call_id, headers=headers, **options)
 
     @property
     def user(self) -> str | None:
@@ -136,6 +146,21 @@ class Dispatcher:
 
     def result(self, call_id: str) -> AsyncResult:
         return AsyncResult(call_id, app=self.app)
+
+
+@contextlib.contextmanager
+def reaching_redis() -> Iterator[None]:
+    """Connection errors from the broker or the Redis of routes and events, as one line saying what to check."""
+    import redis as redis_py
+    from kombu.exceptions import OperationalError
+
+    try:
+        yield
+    except (redis_py.ConnectionError, redis_py.TimeoutError, OperationalError) as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ServiceUnavailable(
+            f"cannot reach the broker or result backend ({redact_text(detail)}): start them with `flow up`, or "
+            "check --broker/--backend (for rediss:// also ssl_ca_certs, readable by the workers too)") from None
 
 
 RECONNECT_PAUSE = 0.5  # seconds between two tries to reach a result backend that went away

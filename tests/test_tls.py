@@ -1,0 +1,136 @@
+"""TLS to Redis: `rediss://` URLs work end to end (client, agent, recorder, worker in its own venv).
+
+A real redis-server listens on TLS only (no plain port), with a certificate from a CA made here;
+clients verify it (`ssl_cert_reqs=required`, `ssl_ca_certs=...` in the URL, as redis-py, kombu and
+Celery read them). A client that does not trust the CA is refused.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from runtime_helpers import AgentProcess, flow_json, make_repo, wait_until
+
+from elasticcode.client.dispatch import Dispatcher
+
+pytestmark = [pytest.mark.timeout(300),
+              pytest.mark.skipif(not shutil.which("redis-server") or not shutil.which("openssl"),
+                                 reason="needs redis-server (built with TLS) and openssl")]
+
+MODULE = "pyfi.processors.sample"
+
+
+def _run(*argv: str, cwd: Path) -> None:
+    done = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a server certificate for 127.0.0.1 signed by it: (ca, cert, key)."""
+    folder.mkdir()
+    folder.chmod(0o755)
+    _run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=ec-test-ca",
+         "-keyout", "ca.key", "-out", "ca.pem", cwd=folder)
+    _run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+         "-keyout", "server.key", "-out", "server.csr", cwd=folder)
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    _run("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+         "-days", "2", "-extfile", "san.ext", "-out", "server.pem", cwd=folder)
+    for name in ("ca.pem", "server.pem", "server.key"):
+        (folder / name).chmod(0o644)  # the worker runs as another OS user and reads the CA
+    return folder / "ca.pem", folder / "server.pem", folder / "server.key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path):
+    # Workers run as another OS user (kernel_agent/sandbox.py) and must read the CA: pytest's
+    # temporary folders are private to root, so the certificates go in a folder they can enter.
+    shared = Path(tempfile.mkdtemp(prefix="ec-tls-"))
+    shared.chmod(0o755)
+    ca, cert, key = make_certificates(shared / "tls")
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca),
+         "--tls-auth-clients", "no", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                out = server.stdout.read() if server.stdout else ""
+                if "TLS" in out and ("not" in out or "support" in out):
+                    pytest.skip(f"redis-server was built without TLS: {out.strip().splitlines()[-1]}")
+                raise AssertionError(f"redis-server with TLS did not start: {out}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={ca}", port
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_calls_plugs_and_provenance_over_tls_redis(flow, services, home, tmp_path, monkeypatch, tls_redis):
+    url, port = tls_redis
+    for key in ("ELASTICCODE_BROKER", "ELASTICCODE_BACKEND"):
+        monkeypatch.setenv(key, url)
+    Dispatcher.forget_all()
+    agent = AgentProcess(home / "agent-tls", {**services, "ELASTICCODE_BROKER": url, "ELASTICCODE_BACKEND": url}).start()
+    try:
+        repo = make_repo(tmp_path / "repo")
+        for args in (
+            ("add", "queue", "-n", "tlsq", "-t", "direct"),
+            ("add", "processor", "-n", "tlsproc", "-g", repo.working_tree_dir, "-m", MODULE, "-h", "localhost"),
+            ("add", "socket", "-n", f"{MODULE}.do_something", "-q", "tlsq", "-pn", "tlsproc", "-t", "do_something"),
+            ("add", "socket", "-n", f"{MODULE}.do_this", "-q", "tlsq", "-pn", "tlsproc", "-t", "do_this"),
+            ("add", "plug", "-n", "tlsplug", "-s", f"{MODULE}.do_something", "-t", f"{MODULE}.do_this"),
+        ):
+            result = flow(*args)
+            assert result.code == 0, result
+        run = flow("task", "run", "-s", f"{MODULE}.do_something", "-d", '"over tls"', "--timeout", "120")
+        assert run.code == 0 and run.out.strip() == "TEXT:over tls", (run, agent.output())
+
+        # The plugged call ran too, and the recorder (reading the stream over TLS) wrote both.
+        def recorded():
+            rows = flow_json(flow, "ls", "calls", "-r", "100")
+            done = [r for r in rows if r["state"] == "finished"]
+            return done if len(done) == 2 else None
+
+        rows = wait_until(recorded, 60, what="both calls recorded as finished")
+        assert sorted(r["name"] for r in rows) == sorted([f"{MODULE}.do_something", f"{MODULE}.do_this"])
+        child = next(r for r in rows if r["name"].endswith("do_this"))
+        assert child["parent"] == next(r for r in rows if r["name"].endswith("do_something"))["id"]
+    finally:
+        agent.stop()
+    assert "SSL" not in agent.output() or "error" not in agent.output().lower(), agent.output()[-3000:]
+
+
+def test_a_client_that_does_not_trust_the_certificate_is_refused(flow, services, monkeypatch, tls_redis, tmp_path):
+    url, port = tls_redis
+    other_ca, _, _ = make_certificates(tmp_path / "other")
+    monkeypatch.setenv("ELASTICCODE_BROKER", f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={other_ca}")
+    monkeypatch.setenv("ELASTICCODE_BACKEND", f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=required&ssl_ca_certs={other_ca}")
+    Dispatcher.forget_all()
+    result = flow("add", "queue", "-n", "q1")
+    assert result.code == 0, result  # the database needs no Redis
+    run = flow("task", "run", "-s", "nosuch.socket", "-d", "1", "--timeout", "5")
+    assert run.code != 0
+    message = (run.err + run.out).strip()
+    assert "Traceback" not in message and len(message.splitlines()) == 1, message
+    assert "cannot reach the broker" in message and "CERTIFICATE_VERIFY_FAILED" in message, message
