@@ -48,6 +48,7 @@ SETTLE = 1.0  # seconds a processor's settings must stay unchanged before its wo
 SETTLE_MAX = 15.0  # ...unless they keep changing for this long: then it restarts on the latest
 READY_TIMEOUT = 60.0  # seconds a rolling restart waits for the new worker to consume before stopping the old
 REFRESH_EVERY = 1.0  # seconds between tries to tell a worker its new sockets
+NOT_CONSUMING_AFTER = 30.0  # seconds a started worker may take to consume before its status says why not
 
 
 class Reconciler(Step):
@@ -57,6 +58,7 @@ class Reconciler(Step):
         self.due: float | None = None  # reconcile again then (a restart waiting for the settings to settle)
         self.settling: dict[str, tuple[str, float, float]] = {}  # proc id -> (wanted key, since, first seen)
         self._refreshed: dict[str, float] = {}  # proc id -> when its worker was last told its spec changed
+        self._consumed: set[int] = set()  # pids of workers seen consuming
         self._app: Celery | None = None
 
     @property
@@ -157,7 +159,23 @@ class Reconciler(Step):
                 if current.alive():
                     self.refresh(proc.id, current)  # confirmed now, or tried again by `settle`
                 record_worker(s, self.ctx, proc, current, prepared.commit)
-        set_status(proc, "running", self.scaling.message(proc.id) if self.scaling else None)
+        set_status(proc, "running", self.stalled(workers.get(proc.id))
+                   or (self.scaling.message(proc.id) if self.scaling else None))
+
+    def stalled(self, worker: WorkerProcess | None) -> str | None:
+        """Why a worker that runs has not started consuming after NOT_CONSUMING_AFTER seconds (it
+        cannot reach the broker, say), from its log, or None. Celery retries such a connection
+        quietly in the worker's own log; without this the processor would just read `running`."""
+        if worker is None or worker.pid in self._consumed or not worker.alive():
+            return None
+        if time.monotonic() - worker.started_at < NOT_CONSUMING_AFTER:
+            return None
+        if self.consuming(worker) is not None:
+            self._consumed.add(worker.pid)  # once is enough: its mark expires after a day
+            return None
+        cause = last_error_line(worker.log_path)
+        return (f"worker {worker.pid} has not consumed its queues for {time.monotonic() - worker.started_at:.0f} s"
+                f"{': ' + cause if cause else ''} (its log: {worker.log_path})")
 
     def settled(self, proc_id: str, spec: WorkerSpec, python: Path) -> bool:
         """Whether the processor's settings have not changed for SETTLE seconds (or kept changing for
@@ -222,6 +240,20 @@ class Reconciler(Step):
             return live.ready(self.ctx.redis, naming.worker_name(worker.processor, self.ctx.hostname), worker.pid)
         except Exception:  # noqa: BLE001 - Redis away: not known to consume
             return None
+
+
+def last_error_line(log: Path, tail: int = 8192) -> str | None:
+    """The last ERROR line of a worker's log (Celery's `consumer: Cannot connect to ...`), shortened."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(max(0, f.seek(0, 2) - tail))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if "ERROR" in line:
+            return line.split("] ", 1)[-1].strip()[:300]
+    return None
 
 
 def check_plug_arguments(s: Session, sockets: list[m.Socket], report: ModuleReport) -> None:

@@ -7,6 +7,7 @@ Celery read them). A client that does not trust the CA is refused.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -134,3 +135,34 @@ def test_a_client_that_does_not_trust_the_certificate_is_refused(flow, services,
     message = (run.err + run.out).strip()
     assert "Traceback" not in message and len(message.splitlines()) == 1, message
     assert "cannot reach the broker" in message and "CERTIFICATE_VERIFY_FAILED" in message, message
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="workers run as another OS user only under a root agent")
+def test_a_worker_that_cannot_reach_the_broker_says_so_in_the_processor_status(flow, services, home, tmp_path,
+                                                                             monkeypatch, tls_redis):
+    url, port = tls_redis
+    ca = Path(url.split("ssl_ca_certs=")[1])
+    ca.parent.chmod(0o700)  # the agent (root) still reads the CA; the worker user cannot
+    for key in ("ELASTICCODE_BROKER", "ELASTICCODE_BACKEND"):
+        monkeypatch.setenv(key, url)
+    Dispatcher.forget_all()
+    agent = AgentProcess(home / "agent-tls", {**services, "ELASTICCODE_BROKER": url, "ELASTICCODE_BACKEND": url}).start()
+    try:
+        repo = make_repo(tmp_path / "repo")
+        for args in (
+            ("add", "queue", "-n", "tlsq", "-t", "direct"),
+            ("add", "processor", "-n", "tlsproc", "-g", repo.working_tree_dir, "-m", MODULE, "-h", "localhost"),
+            ("add", "socket", "-n", f"{MODULE}.do_this", "-q", "tlsq", "-pn", "tlsproc", "-t", "do_this"),
+        ):
+            result = flow(*args)
+            assert result.code == 0, result
+
+        def said():
+            [proc] = flow_json(flow, "ls", "processors")
+            return proc if "has not consumed" in (proc.get("status_message") or "") else None
+
+        proc = wait_until(said, 120, what="the processor's status to say its worker does not consume")
+        assert "Cannot connect" in proc["status_message"], proc
+        print(proc["status_message"])
+    finally:
+        agent.stop()
