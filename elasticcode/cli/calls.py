@@ -10,7 +10,7 @@ from rich.tree import Tree
 
 from ..catalog import calls as call_queries
 from ..runtime.events import CALL_COLUMNS
-from .context import FlowContext, emit, json_flag, pass_flow
+from .context import FlowContext, emit, json_flag, output_mode, pass_flow
 from .objects import ls
 
 
@@ -29,9 +29,10 @@ def ls_calls(ctx: FlowContext, page: int, rows: int, unfinished: bool, ascend: b
     with ctx.session() as session:
         found, total = call_queries.page_of_calls(session, page, rows, unfinished, ascend, tracking, task)
     shown = emit(ctx, found, "Calls", as_json, columns=("id", "name", "state", "owner", "started", "finished", "duration"))
-    if not (ctx.as_json or as_json):
+    mode = output_mode(ctx, as_json)
+    if mode in ("table", "lines"):  # JSON and CSV stay parseable; in pipes the footer goes to stderr
         pages = max(1, -(-total // rows))
-        click.echo(f"Page {page} of {pages} of {total} total records")
+        click.echo(f"Page {page} of {pages} of {total} total records", err=mode == "lines")
     return shown
 
 

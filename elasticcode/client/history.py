@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from datetime import datetime, timedelta
+from typing import Any
 
 import pandas as pd
 
@@ -18,10 +19,14 @@ from ..errors import ElasticCodeError
 from ..runtime.events import CALL_COLUMNS
 
 DTYPES = {"text": "string", "int": "Int64", "float": "float64"}
-# Every call column but the result (kept in the database, up to 64 KB each, and not loaded here).
+# Every call column but the result (kept in the database, up to 64 KB each, loaded on request).
 SELECTED = [name for name, kind in CALL_COLUMNS.items() if kind != "json"]
 COLUMNS = {name: DTYPES[kind] for name, kind in CALL_COLUMNS.items() if kind in DTYPES}
 TIMES = [name for name, kind in CALL_COLUMNS.items() if kind == "time"]
+# The rows workflows write for their combinators (client/workflow.py): left out unless asked for.
+COMBINATOR_PROCESSOR = "workflow"
+COMBINATORS = ("pipeline", "parallel", "funnel")
+RESULT_MODES = (False, True, "all")
 
 
 def _explain_refusal(url: str) -> None:
@@ -32,15 +37,28 @@ def _explain_refusal(url: str) -> None:
 
 
 def history(socket: str | None = None, root: str | None = None, since: datetime | timedelta | str | None = None,
-            state: str | None = None, limit: int | None = None, settings: Settings | None = None) -> pd.DataFrame:
+            state: str | None = None, limit: int | None = None, settings: Settings | None = None, *,
+            results: bool | str = False, combinators: bool = False) -> pd.DataFrame:
     """Calls, oldest first: filter by socket name, flow-run root id, start time, state; cap with limit.
 
     `since` takes a datetime, a timedelta (that long ago) or an ISO string. Timestamps are UTC
     datetimes; `duration` is in seconds. Rows follow row-level security: your own calls only, and
     only with the right LS_CALLS (without it, one clear error).
+
+    `results=True` adds a `result` column: each finished call's return value, decoded as the
+    caller got it (a DataFrame, Series or numpy array comes back as one; <NA> while a call has
+    no result). Big results are not loaded unless asked: a call record keeps a result up to
+    64 KB of JSON, and a bigger one stays only in the result backend (for a week), so its cell
+    is <NA> with `results=True`; `results="all"` also fetches those from the backend, one round
+    trip each. Without `results` no result is read at all (the fast default for provenance).
+
+    The rows pipeline/parallel/funnel write for themselves (processor `workflow`) are left out
+    unless `combinators=True`: without them, a groupby over `name` counts socket calls only.
     """
     from .settings import default_settings
 
+    if results not in RESULT_MODES:
+        raise ElasticCodeError(f"results={results!r} is not one of False, True or 'all'")
     settings = settings or default_settings()
     where, params = [], []
     if socket:
@@ -57,15 +75,40 @@ def history(socket: str | None = None, root: str | None = None, since: datetime 
     if state:
         where.append("state = %s")
         params.append(state)
-    query = f"SELECT {', '.join(SELECTED)} FROM call"  # fixed column list; values bound below
+    if not combinators:
+        where.append("(processor IS DISTINCT FROM %s OR name <> ALL(%s))")
+        params += [COMBINATOR_PROCESSOR, list(COMBINATORS)]
+    columns = SELECTED + (["result"] if results else [])
+    query = f"SELECT {', '.join(columns)} FROM call"  # fixed column list; values bound below
     if where:
         query += " WHERE " + " AND ".join(where)
     query += " ORDER BY created, id"
     if limit is not None:
         query += " LIMIT %s"
         params.append(int(limit))
+    frame = _copy(settings.require_db(), query, params, results)
+    for column in TIMES:
+        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
+    if results:
+        values = _decoded(frame["result"])
+        if results == "all":
+            _fetch_big(frame, values, settings)
+        frame["result"] = object_column(values, frame.index)
+    return frame
+
+
+def object_column(values: list, index: pd.Index) -> pd.Series:
+    """A column of arbitrary values; built cell by cell, so equal-shaped frames or arrays stay whole."""
+    import numpy as np
+
+    cells = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        cells[i] = value
+    return pd.Series(cells, index=index, dtype="object")
+
+
+def _copy(url: str, query: str, params: list, results: Any) -> pd.DataFrame:
     buffer = io.StringIO()
-    url = settings.require_db()
     raw = get_engine(url).raw_connection()
     try:
         with raw.cursor() as cur:
@@ -80,7 +123,26 @@ def history(socket: str | None = None, root: str | None = None, since: datetime 
     finally:
         raw.close()
     buffer.seek(0)
-    frame = pd.read_csv(buffer, dtype=COLUMNS, keep_default_na=False, na_values={c: [""] for c in COLUMNS})
-    for column in TIMES:
-        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
-    return frame
+    # A result is JSON text; SQL NULL (no result recorded) arrives as an empty field.
+    dtypes = {**COLUMNS, **({"result": "object"} if results else {})}
+    return pd.read_csv(buffer, dtype=dtypes, keep_default_na=False, na_values={c: [""] for c in COLUMNS})
+
+
+def _decoded(texts: pd.Series) -> list:
+    """JSON texts -> values, with the wire codec (frames, series, arrays and timestamps restored)."""
+    from ..runtime import codec
+
+    return [codec.loads(t) if isinstance(t, str) and t else pd.NA for t in texts]
+
+
+def _fetch_big(frame: pd.DataFrame, values: list, settings: Settings) -> None:
+    """Results too big for the call record, from the Celery result backend (while it keeps them)."""
+    from .dispatch import Dispatcher
+
+    dispatcher = None
+    for i, (state, processor, value) in enumerate(zip(frame["state"], frame["processor"], values, strict=True)):
+        if value is pd.NA and state == "finished" and processor is not pd.NA and processor != COMBINATOR_PROCESSOR:
+            dispatcher = dispatcher or Dispatcher.for_settings(settings)
+            found = dispatcher.result(frame["id"].iloc[i])
+            if found.state == "SUCCESS":
+                values[i] = found.result

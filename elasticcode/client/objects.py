@@ -12,6 +12,7 @@ from typing import Any
 from .. import catalog
 from ..db.engine import session_scope
 from ..errors import ElasticCodeError
+from .calling import Callable
 from .handles import CallHandle
 from .settings import default_dispatcher, default_settings
 from .workflow import Partial
@@ -69,11 +70,13 @@ class Processor:
         return html_fields(f"processor {self.name}", {k: self.processor.get(k) for k in keys})
 
 
-class Socket:
+class Socket(Callable):
     """A socket: call it to run its function on the network.
 
     `Socket(name=...)` refers to an existing socket; with `processor=`, `queue=` and `task=` it
-    creates or updates one (the object API of the manual's listing 2).
+    creates or updates one (the object API of the manual's listing 2). `sock(x)` returns the
+    result; `sock.delay(x)` and `sock.apply_async(args=(x,), countdown=10)` return a CallHandle
+    at once; `sock.p(x)` (or Celery's `sock.s(x)`) is a deferred call for workflows.
     """
 
     def __init__(self, name: str, processor: Processor | str | None = None, queue: Any = None, task: str | None = None,
@@ -105,9 +108,9 @@ class Socket:
         keys = ("name", "status", "status_message", "interval", "owner", "lastupdated")
         return html_fields(f"socket {self.name}", {k: data.get(k) for k in keys})
 
-    def delay(self, *args: Any, **kwargs: Any) -> CallHandle:
-        """Send a call and return its handle at once."""
-        return CallHandle(default_dispatcher().send(self.name, args, kwargs), self.name)
+    def _send(self, args: tuple, kwargs: dict, options: dict[str, Any]) -> CallHandle:
+        """Send a call and return its handle at once (`delay` and `apply_async` come here)."""
+        return CallHandle(default_dispatcher().send(self.name, args, kwargs, **options), self.name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run a call and return its result (raises with the socket's error on failure)."""
@@ -116,6 +119,8 @@ class Socket:
     def p(self, *args: Any, **kwargs: Any) -> Partial:
         """A deferred call for pipeline/parallel/funnel; a step's input is prepended to args."""
         return Partial(self.name, args, kwargs)
+
+    s = p  # Celery's name for a signature
 
     @property
     def _p(self):
