@@ -7,8 +7,10 @@ try:
 except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
-_API = {"Socket", "Function", "Processor", "Plug", "parallel", "pipeline", "funnel", "history", "configure",
+_API = {"Socket", "Function", "Processor", "Plug", "parallel", "pipeline", "funnel", "configure",
         "ProcessorBase", "processor", "socket", "plug"}
+# history() that waits for the calls whose results you have; the batch helpers over many handles.
+_FROM_API = {"history", "progress", "as_completed", "gather"}
 
 
 def __getattr__(name):
@@ -17,6 +19,10 @@ def __getattr__(name):
         from . import client
 
         return getattr(client, name)
+    if name in _FROM_API:
+        from .client import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'elasticcode' has no attribute {name!r}")
 
 

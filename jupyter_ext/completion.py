@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import shlex
 
-import click
-
-from elasticcode.cli import flow as flow_group
-
 NOTEBOOK_COMMANDS = ("graph", "builder", "call")
 
 
 def candidates(line: str) -> list[str]:
     """What may come next after `line` (the text of the magic so far, without `%flow`)."""
+    import click  # here, not at `%load_ext`: the CLI tree is imported on the first Tab
+
+    from elasticcode.cli import flow as flow_group
+
     try:
         words = shlex.split(line)
     except ValueError:

@@ -15,6 +15,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import ipywidgets as w
 import redis
@@ -30,8 +31,12 @@ from elasticcode.errors import ElasticCodeError, NotFound
 from elasticcode.runtime.connections import coordination_url
 from elasticcode.runtime.routes import RouteTable
 
+from . import notebook
+from .graph_data import active_processors, processor_statuses, seed_counts
 from .graph_elements import (
     LAYOUT,
+    MAX_ZOOM,
+    MIN_ZOOM,
     STYLE,
     call_row,
     calls_table,
@@ -42,6 +47,7 @@ from .graph_elements import (
     socket_element,
     socket_id,
 )
+from .graph_layout import widget_height
 from .live import LiveStates, SocketState
 
 
@@ -54,8 +60,9 @@ class Topology:
     plugs: dict[str, dict] = field(default_factory=dict)
 
 
-def read_topology(settings: Settings, flow: str | None = None) -> Topology:
-    """Processors (all, or one flow's) with their sockets and the plugs whose both ends are shown."""
+def read_topology(settings: Settings, flow: str | None = None, only: set[str] | None = None) -> Topology:
+    """Processors (all, one flow's, or those named in `only`) with their sockets and the plugs
+    whose both ends are shown."""
     with session_scope(settings.require_db()) as session:
         rights.require(session, "LS_SOCKETS")
         query = select(m.Processor).order_by(m.Processor.name)
@@ -64,6 +71,8 @@ def read_topology(settings: Settings, flow: str | None = None) -> Topology:
             if flow_id is None:
                 raise NotFound(f"flow {flow!r} does not exist: list processors with `flow ls processors`")
             query = query.where(m.Processor.flow_id == flow_id)
+        if only is not None:
+            query = query.where(m.Processor.name.in_(sorted(only)))
         processors = {p.id: {"name": p.name, "owner": p.owner, "status": p.status, "concurrency": p.concurrency}
                       for p in session.execute(query).scalars()}
         routes = build_routes(session)
@@ -99,25 +108,34 @@ def topology(processors: dict[str, dict], routes: RouteTable) -> Topology:
     return topo
 
 
-class FlowGraph(w.HBox):
-    """The flow graph widget: cytoscape graph on the left, details of the clicked node on the right."""
+SCOPES = ("all", "notebook")
 
-    def __init__(self, settings: Settings, flow: str | None = None, calls_shown: int = 20):
-        self.settings, self.flow, self.calls_shown = settings, flow, calls_shown
-        # Full width of its own box: cytoscape fits the graph to its first size, so the 70% must
-        # belong to the wrapper, or the graph is laid out for the whole row and clipped.
+
+class FlowGraph(w.VBox):
+    """The flow graph widget: the cytoscape graph over the whole width, details of the clicked node below.
+
+    `scope="notebook"` shows the processors this kernel published or added and those with calls
+    in the last hour (the rest are counted in the status line); "all" shows every processor."""
+
+    def __init__(self, settings: Settings, flow: str | None = None, calls_shown: int = 20, scope: str = "all"):
+        if scope not in SCOPES:
+            raise ElasticCodeError(f"graph scope {scope!r} is not one of {', '.join(SCOPES)}")
+        self.settings, self.flow, self.calls_shown, self.scope = settings, flow, calls_shown, scope
         self.cyto = CytoscapeWidget(layout=w.Layout(width="100%", height="520px"))
         self.cyto.set_style(STYLE)
+        self.cyto.min_zoom, self.cyto.max_zoom = MIN_ZOOM, MAX_ZOOM  # labels stay 10-16 px on screen
         self.cyto.cytoscape_layout = LAYOUT
         self.cyto.on("node", "click", self.on_node_click)
         self.details = w.HTML("<i>click a socket or processor</i>")
         self.status = w.HTML()
         refresh = w.Button(description="refresh", icon="refresh", layout=w.Layout(width="100px"))
         refresh.on_click(lambda _: self.refresh())
-        bar = w.HBox([refresh, self.status])
-        panel = w.VBox([bar, self.details], layout=w.Layout(width="30%", max_height="520px", overflow="auto"))
-        self._parts = [refresh, self.status, bar, self.details, panel]  # closed with the graph
-        super().__init__([w.Box([self.cyto], layout=w.Layout(width="70%")), panel])
+        self.scope_note = w.HTML()
+        self.period = w.HTML()
+        bar = w.HBox([refresh, self.status, self.period, self.scope_note])
+        panel = w.VBox([bar, self.details], layout=w.Layout(width="100%", max_height="320px", overflow="auto"))
+        self._parts = [refresh, self.status, self.period, self.scope_note, bar, self.details, panel]  # closed with the graph
+        super().__init__([w.Box([self.cyto], layout=w.Layout(width="100%")), panel])
         if hasattr(self.comm, "on_close"):  # the front end closed the widget: end the thread too
             self.comm.on_close(lambda _msg: self.stop_live(0))
         self.topology = Topology()
@@ -128,17 +146,36 @@ class FlowGraph(w.HBox):
         self.processes: dict[str, str] = {}  # processor id -> its processes per node (published figures)
         self._figures: threading.Thread | None = None
         self.applied = 0  # batches applied to widgets (the test counts them)
+        self.counted_since: datetime | None = None  # socket counts include calls from then on (history, then live)
         self._lock = threading.RLock()  # refresh (kernel thread) vs apply_states (live thread)
         self.refresh()
 
     # --- topology -----------------------------------------------------------------------------
+    def shown_processors(self) -> set[str] | None:
+        """The names the notebook scope shows (None: all)."""
+        if self.scope == "all" or self.flow:
+            return None
+        return set(notebook.PROCESSORS) | active_processors(self.settings)
+
     def refresh(self) -> FlowGraph:
         """Re-read the network: new elements are added, changed ones updated, deleted ones removed."""
-        topo = read_topology(self.settings, self.flow)
+        only = self.shown_processors()
+        topo = read_topology(self.settings, self.flow, only)
+        if only is not None:
+            hidden = len(read_topology(self.settings, self.flow).processors) - len(topo.processors)
+            self.scope_note.value = (f"<small>&nbsp;{hidden} other processor{'s' if hidden != 1 else ''} "
+                                     "(not of this notebook, no calls in the last hour): <code>%flow graph --all</code>"
+                                     "</small>" if hidden else "")
         wanted_nodes = {pid: processor_element(pid, {**p, "processes": self.processes.get(pid)})
                         for pid, p in topo.processors.items()}
         wanted_nodes |= {sid: socket_element(sid, s, self.states.get(s["name"])) for sid, s in topo.sockets.items()}
         wanted_edges = {eid: plug_element(eid, p) for eid, p in topo.plugs.items()}
+        height, placed = widget_height(
+            {pid: data["label"] for pid, (data, _) in wanted_nodes.items() if pid in topo.processors},
+            {sid: (data["parent"], data["label"]) for sid, (data, _) in wanted_nodes.items() if sid in topo.sockets},
+            [(p["source"], p["target"]) for p in topo.plugs.values()])
+        if self.cyto.layout.height != f"{height}px":  # a bigger network gets a taller box, not smaller labels
+            self.cyto.layout.height = f"{height}px"
         graph = self.cyto.graph
         with self._lock:
             # Re-parenting a node needs remove + add (cytoscape ignores a changed `parent` in data).
@@ -151,10 +188,13 @@ class FlowGraph(w.HBox):
                 graph.remove_node(self.nodes.pop(nid))
             new_nodes = []
             for nid, (data, classes) in wanted_nodes.items():  # processors come first: parents before children
+                where = {"x": round(placed[nid][0], 1), "y": round(placed[nid][1], 1)} if nid in placed else {}
                 if nid in self.nodes:
                     self._set(self.nodes[nid], data, classes)
+                    if where and dict(self.nodes[nid].position) != where:
+                        self.nodes[nid].position = where
                 else:
-                    self.nodes[nid] = Node(data=data, classes=classes)
+                    self.nodes[nid] = Node(data=data, classes=classes, position=where)
                     new_nodes.append(self.nodes[nid])
             graph.add_nodes(new_nodes)
             new_edges = []
@@ -210,12 +250,33 @@ class FlowGraph(w.HBox):
             graph = ref()
             return graph is not None and graph.apply_states(changed)
 
+        def seed(tally) -> None:
+            graph = ref()
+            if graph is not None:
+                first = seed_counts(graph.settings, tally, [s["name"] for s in graph.topology.sockets.values()])
+                graph.counted_since = first or datetime.now().astimezone()  # no calls yet: from now on
+
         url = coordination_url(self.settings.broker, self.settings.backend)
-        self.live = LiveStates(url, apply, interval).start()
+        self.live = LiveStates(url, apply, interval, seed=seed).start()
         self._figures = threading.Thread(target=_follow_processes, args=(ref, url), name="ec-graph-figures", daemon=True)
         self._figures.start()
         self.status.value = "<small>live</small>"
+        if self.counted_since is not None:
+            self.period.value = f"<small>&nbsp;· calls counted since {_when(self.counted_since)}</small>"
         return self
+
+    def apply_statuses(self, statuses: dict[str, str]) -> bool:
+        """Processor statuses as the agents write them (a stopped processor reads `stopped` within seconds)."""
+        if self.comm is None:
+            return False
+        with self._lock:
+            for pid, status in statuses.items():
+                p = self.topology.processors.get(pid)
+                if p is not None and p["status"] != status:
+                    p["status"] = status
+                    if pid in self.nodes:
+                        self._set(self.nodes[pid], *processor_element(pid, {**p, "processes": self.processes.get(pid)}))
+        return True
 
     def apply_processes(self, processes: dict[str, str]) -> bool:
         """Processor labels with their processes per node; only changed ones are sent."""
@@ -237,6 +298,8 @@ class FlowGraph(w.HBox):
         return stopped
 
     def close(self) -> None:
+        if not hasattr(self, "nodes"):  # refused in __init__ (a bad scope): nothing was built
+            return
         self.stop_live()
         for element in [*self.edges.values(), *self.nodes.values()]:
             element.close()
@@ -285,12 +348,17 @@ class FlowGraph(w.HBox):
 FIGURES_EVERY = 1.0  # seconds: agents publish their figures once a second
 
 
+STATUSES_EVERY = 2  # figures: processor statuses are re-read every second turn
+
+
 def _follow_processes(ref: weakref.ref, url: str) -> None:
-    """The graph's processes per node, from the published figures, while its live states run."""
+    """The graph's processes per node, from the published figures, and its processors' statuses,
+    while its live states run."""
     from elasticcode.runtime import metrics
     from elasticcode.runtime.connections import redis_client
 
     client = redis_client(url)
+    turn = 0
     while True:
         graph = ref()
         if graph is None or graph.live is None or not graph.live.running:
@@ -301,13 +369,52 @@ def _follow_processes(ref: weakref.ref, url: str) -> None:
             processes = None  # Redis away: keep the last figures
         if processes is not None and not graph.apply_processes(processes):
             return
+        turn += 1
+        if turn % STATUSES_EVERY == 0:
+            try:
+                statuses = processor_statuses(graph.settings, list(graph.topology.processors))
+            except Exception:  # noqa: BLE001 - the database away: keep the last statuses
+                statuses = {}
+            if not graph.apply_statuses(statuses):
+                return
         del graph
         time.sleep(FIGURES_EVERY)
 
 
-def show_graph(settings: Settings | None = None, flow: str | None = None, live: bool = True) -> FlowGraph:
-    """What `%flow graph [FLOW]` displays: the graph, following call events when Redis is reachable."""
-    graph = FlowGraph(settings or load(), flow)
+REFIT_AFTER = (0.5, 1.5, 3.0)  # seconds after the cell returns
+
+
+def _refit_once_shown(graph: FlowGraph) -> None:
+    """Fit the drawing again once the page has shown the widget at its final size: ipycytoscape lays
+    out as soon as it renders, before the output area has its width and before every node view
+    exists, and a fit made then stays (too small, or clamped at the smallest zoom)."""
+    ref = weakref.ref(graph)
+
+    def refit() -> None:
+        for delay in REFIT_AFTER:
+            time.sleep(delay)
+            target = ref()
+            if target is None or target.cyto.comm is None:
+                return
+            try:
+                target.cyto.relayout()
+            except Exception:  # noqa: BLE001 - a closed comm: nothing to fit
+                return
+            del target
+
+    threading.Thread(target=refit, name="ec-graph-fit", daemon=True).start()
+
+
+def _when(moment: datetime) -> str:
+    local = moment.astimezone()
+    return local.strftime("%H:%M") if local.date() == datetime.now().astimezone().date() else local.strftime("%a %d %b %H:%M")
+
+
+def show_graph(settings: Settings | None = None, flow: str | None = None, live: bool = True,
+               scope: str = "all") -> FlowGraph:
+    """What `%flow graph [--flow NAME] [--all]` displays: the graph, following call events when Redis is reachable."""
+    graph = FlowGraph(settings or load(), flow, scope=scope)
+    _refit_once_shown(graph)
     if live:
         try:
             graph.start_live()

@@ -10,6 +10,7 @@ import html
 
 from elasticcode.db import model as m
 
+from .graph_layout import FONT_PX, MIN_SOCKET_CHARS, PADDING, label_size
 from .live import SocketState
 
 STATE_COLOURS = {"queued": "#bdbdbd", "received": "#9ecae1", "running": "#fd8d3c", "finished": "#74c476",
@@ -18,22 +19,26 @@ STATE_COLOURS = {"queued": "#bdbdbd", "received": "#9ecae1", "running": "#fd8d3c
 STYLE = [
     {"selector": "node", "style": {
         "label": "data(label)", "text-wrap": "wrap", "text-valign": "center", "text-halign": "center",
-        "font-size": 10, "shape": "round-rectangle", "width": "data(w)", "height": "data(h)",
+        "font-size": FONT_PX, "shape": "round-rectangle", "width": "data(w)", "height": "data(h)",
         "background-color": "#deebf7", "border-width": 1, "border-color": "#6baed6"}},
     {"selector": "node.processor", "style": {
         "text-valign": "top", "font-weight": "bold", "background-color": "#f7f7f7", "background-opacity": 0.6,
-        "border-color": "#969696", "padding": "12px"}},
+        "border-color": "#969696", "padding": f"{PADDING}px"}},
+    {"selector": "node.processor.stopped", "style": {"border-style": "dashed", "color": "#737373"}},
     {"selector": "node.processor.error", "style": {"border-color": STATE_COLOURS["failed"], "border-width": 2}},
     *({"selector": f"node.{state}", "style": {"background-color": colour}}
       for state, colour in STATE_COLOURS.items()),
     {"selector": "node.running", "style": {"border-width": 3, "border-color": "#d94801"}},
     {"selector": "edge", "style": {
         "curve-style": "bezier", "target-arrow-shape": "triangle", "width": 2, "line-color": "#636363",
-        "target-arrow-color": "#636363", "label": "data(label)", "font-size": 9, "text-background-color": "#fff",
+        "target-arrow-color": "#636363", "label": "data(label)", "font-size": FONT_PX, "text-background-color": "#fff",
         "text-background-opacity": 0.8}},
     {"selector": "edge.error", "style": {"line-style": "dashed", "line-color": "#d62728", "target-arrow-color": "#d62728"}},
 ]
-LAYOUT = {"name": "dagre", "rankDir": "LR", "nodeSep": 25, "rankSep": 80}
+# Positions come from graph_layout (a grid shaped like the widget); cytoscape only fits them, and
+# the zoom range keeps labels between about 10 and 16 screen pixels.
+LAYOUT = {"name": "preset", "fit": True, "padding": 12, "animate": False}
+MIN_ZOOM, MAX_ZOOM = 0.8, 1.25
 
 
 def socket_id(owner: str, name: str) -> str:
@@ -48,8 +53,8 @@ def plug_id(source_owner: str, source: str, name: str) -> str:
 
 def box(label: str, min_chars: int = 0) -> dict:
     """Node size from its label: cytoscape's `width: label` is deprecated, data-mapped sizes are not."""
-    lines = label.split("\n")
-    return {"w": 16 + 6.2 * max(min_chars, *(len(x) for x in lines)), "h": 12 + 13 * len(lines)}
+    width, height = label_size(label, min_chars)
+    return {"w": round(width, 1), "h": round(height, 1)}
 
 
 def processes_line(records) -> dict[str, str]:
@@ -66,7 +71,7 @@ def processor_element(pid: str, p: dict) -> tuple[dict, str]:
     label = f"{p['name']}\n{p['status']} · concurrency {p['concurrency']}"
     if p.get("processes"):
         label += f"\n{p['processes']}"
-    classes = "processor" + (" error" if p["status"] == "error" else "")
+    classes = "processor" + (f" {p['status']}" if p["status"] in ("error", "stopped") else "")
     return {"id": pid, "kind": "processor", "name": p["name"], "label": label, **box(label)}, classes
 
 
@@ -74,7 +79,7 @@ def socket_element(sid: str, s: dict, state: SocketState | None) -> tuple[dict, 
     label = s["name"] + (f"\n{state.line()}" if state else "")
     classes = "socket " + (state.css_class if state else ("failed" if s["status"] == "error" else ""))
     return ({"id": sid, "kind": "socket", "name": s["name"], "parent": s["processor"], "label": label,
-             "tooltip": s["name"], **box(label, 18)}, classes.strip())
+             "tooltip": s["name"], **box(label, MIN_SOCKET_CHARS)}, classes.strip())
 
 
 def plug_element(eid: str, plug: dict) -> tuple[dict, str]:

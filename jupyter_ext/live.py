@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -94,6 +94,26 @@ class StateTally:
             self.calls.popitem(last=False)  # forget the oldest call; its counts stay
         self.dirty.add(socket)
 
+    def seed(self, totals: Iterable[tuple[str, str, int]], calls: Iterable[tuple[str, str, str]]) -> None:
+        """Start from recorded history: (socket, state, count) of closed calls, and (call, socket,
+        state) of calls whose events may still come (they are then moved, not counted again)."""
+        for socket, state, count in totals:
+            self._count(socket, state, count)
+        for call, socket, state in calls:
+            if state in BUCKET and call not in self.calls:
+                self._count(socket, state, 1)
+                self.calls[call] = (socket, state)
+
+    def _count(self, socket: str, state: str, n: int) -> None:
+        bucket = BUCKET.get(state)
+        if bucket is None:
+            return
+        counts = self.sockets.setdefault(socket, SocketState())
+        setattr(counts, bucket, getattr(counts, bucket) + n)
+        if bucket in ("finished", "failed") and counts.last_terminal != "finished":
+            counts.last_terminal = bucket
+        self.dirty.add(socket)
+
     def take_dirty(self) -> dict[str, SocketState]:
         """Copies of the sockets that changed since the last call (safe to hand to another thread)."""
         changed = {name: replace(self.sockets[name]) for name in self.dirty}
@@ -107,8 +127,10 @@ Apply = Callable[[dict[str, SocketState]], bool | None]
 class LiveStates:
     """The subscriber thread. `apply(changed)` runs at most once per `interval`; returning False stops it."""
 
-    def __init__(self, url: str, apply: Apply, interval: float = 0.25, pattern: str = PATTERN):
+    def __init__(self, url: str, apply: Apply, interval: float = 0.25, pattern: str = PATTERN,
+                 seed: Callable[[StateTally], None] | None = None):
         self.url, self.apply, self.interval, self.pattern = url, apply, interval, pattern
+        self.seed = seed  # loads history into the tally once subscribed: nothing between is lost
         self.tally = StateTally()
         self.batches = 0
         self.error: str | None = None
@@ -177,6 +199,11 @@ class LiveStates:
     def _absorb(self, message: dict) -> None:
         kind = message.get("type")
         if kind == "psubscribe":
+            if self.seed is not None and not self._ready.is_set():
+                try:
+                    self.seed(self.tally)
+                except Exception:  # noqa: BLE001 - counts from now on are still worth showing
+                    log.exception("live states: history counts not loaded")
             self._ready.set()
         elif kind == "pmessage":
             try:

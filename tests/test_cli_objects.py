@@ -58,7 +58,7 @@ def test_unknown_processor_names_it_and_writes_nothing(flow, db_url, sample_repo
 
 def test_duplicate_names_are_refused(flow, sample_repo):
     quickstart(flow, sample_repo)
-    result = flow("add", "queue", "-n", "pyfi.queue1")
+    result = flow("add", "queue", "-n", "pyfi.queue1", "-t", "fanout")  # the same definition would be "unchanged"
     assert result.code == 1 and "already exists" in result.err and "pyfi.queue1" in result.err
 
 
@@ -133,8 +133,9 @@ def test_help_lists_the_manuals_commands(flow):
 
 
 def test_ls_calls_pages_when_empty(flow):
-    result = flow("ls", "calls", "-p", "1", "-r", "5")
-    assert result.code == 0 and "Page 1 of 1 of 0 total records" in result.out
+    result = flow("ls", "calls", "-p", "1", "-r", "5")  # not a terminal: stdout holds records only
+    assert result.code == 0 and result.out == "" and "Page 1 of 1 of 0 total records" in result.err
+    assert flow("ls", "calls", "--csv").out.splitlines() == ["id,name,state,owner,started,finished,duration"]
 
 
 def test_no_database_configured_is_one_clear_line(home):

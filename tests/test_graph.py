@@ -355,3 +355,89 @@ def test_show_graph_without_redis_still_draws_and_says_why(network, db_url):
     assert len(graph.cyto.graph.nodes) == 5 and graph.live is None
     assert "live states off" in graph.status.value
     graph.close()
+
+
+def test_layout_fills_the_box_with_readable_labels_at_ten_processors():
+    from jupyter_ext.graph_elements import MIN_ZOOM, processor_element
+    from jupyter_ext.graph_layout import BOX, FONT_PX, positions
+
+    procs = {f"p{i}": processor_element(f"p{i}", {"name": f"ten{i:02d}", "status": "running", "concurrency": 1,
+                                                  "processes": "node 0/1"})[0]["label"] for i in range(10)}
+    sockets = {f"s{i}{j}": (f"p{i}", f"ten{i:02d}.{f}\n⋯0 ▶0 ✓12 ✗0") for i in range(10)
+               for j, f in enumerate(("do_something", "do_this"))}
+    plugs = [(f"s{i + 1}0", f"s{i}1") for i in range(9)]  # p9 feeds p8 ... feeds p0
+    placed, zoom = positions(procs, sockets, plugs)
+    assert set(placed) == set(sockets)  # processors with sockets take their sockets' box
+    assert FONT_PX * zoom >= 10 and zoom >= MIN_ZOOM, zoom
+    xs, ys = [x for x, _ in placed.values()], [y for _, y in placed.values()]
+    width, height = max(xs) - min(xs), max(ys) - min(ys)
+    assert width / height > 1.5 and width * zoom > 0.6 * BOX[0]  # shaped like the box, not one tall column
+    assert placed["s90"][0] < placed["s01"][0] or placed["s90"][1] < placed["s01"][1]  # sources first
+
+    # Twenty: the box grows rather than the labels shrink.
+    from jupyter_ext.graph_layout import BOX_MARGIN, widget_height
+
+    procs20 = {f"q{i}": f"twenty{i:02d}\nrunning · concurrency 1" for i in range(20)}
+    sockets20 = {f"t{i}{j}": (f"q{i}", f"twenty{i:02d}.f{j}\n⋯0 ▶0 ✓1 ✗0") for i in range(20) for j in range(2)}
+    height, placed20 = widget_height(procs20, sockets20, [])
+    _, zoom20 = positions(procs20, sockets20, [], (BOX[0], height - BOX_MARGIN))
+    assert height > 520 and FONT_PX * zoom20 >= 11 and len(placed20) == 40, (height, zoom20)
+    assert widget_height(procs, sockets, plugs)[0] == 520  # ten still fit the usual box
+
+
+def recent_call(db_url: str, socket: str, processor: str, state: str, age: float = 0.0, call: str | None = None) -> str:
+    call = call or str(uuid.uuid4())
+    with get_engine(db_url).begin() as conn:
+        conn.execute(text("INSERT INTO call (id, name, state, processor, created, lastupdated) VALUES "
+                          "(:id, :name, :state, :proc, now() - make_interval(secs => :age), now() - make_interval(secs => :age))"),
+                     {"id": call, "name": socket, "state": state, "proc": processor, "age": age})
+    return call
+
+
+def test_notebook_scope_shows_this_notebooks_and_recently_active_processors(network, settings, db_url):
+    from jupyter_ext import notebook
+
+    notebook.PROCESSORS.clear()
+    graph = FlowGraph(settings, scope="notebook")
+    assert set(by_name(graph)) == set() and "2 other processors" in graph.scope_note.value
+    notebook.PROCESSORS.add("proc1")  # published from this kernel
+    graph.refresh()
+    assert set(by_name(graph)) == {"proc1", "something", "this"} and "1 other processor " in graph.scope_note.value
+    recent_call(db_url, "other", "proc2", "finished")  # proc2 was active a moment ago
+    graph.refresh()
+    assert set(by_name(graph)) == {"proc1", "proc2", "something", "this", "other"} and graph.scope_note.value == ""
+    assert all(dict(n.position) for n in graph.cyto.graph.nodes if n.data["kind"] == "socket")  # preset positions
+    graph.close()
+    notebook.PROCESSORS.clear()
+    with pytest.raises(Exception, match="scope 'mine'"):
+        FlowGraph(settings, scope="mine")
+
+
+def test_counts_start_from_history_and_move_with_live_events(network, settings, db_url):
+    for _ in range(3):
+        recent_call(db_url, "this", "proc1", "finished", age=120)
+    recent_call(db_url, "this", "proc1", "failed", age=120)
+    running = recent_call(db_url, "this", "proc1", "running", age=60)
+    just_done = recent_call(db_url, "this", "proc1", "finished", age=1)  # its live event may still come
+    graph = FlowGraph(settings).start_live()
+    label = lambda: by_name(graph)["this"].data["label"]  # noqa: E731
+    wait_until(lambda: label() == "this\n⋯0 ▶1 ✓4 ✗1", 10, 0.05, "the recorded totals")
+    assert "calls counted since" in graph.period.value
+    pipe = redis_client(settings.backend).pipeline(transaction=False)
+    for channel, body in (event("postrun", running, "this", "proc1"), event("postrun", just_done, "this", "proc1"),
+                          event("queued", str(uuid.uuid4()), "this", "proc1")):
+        pipe.publish(channel, body)
+    pipe.execute()
+    wait_until(lambda: label() == "this\n⋯1 ▶0 ✓5 ✗1", 10, 0.05, "live events on top, none counted twice")
+    graph.close()
+
+
+def test_processor_status_is_followed_live(network, settings, db_url):
+    graph = FlowGraph(settings).start_live()
+    assert by_name(graph)["proc1"].data["label"].startswith("proc1\nready")
+    with get_engine(db_url).begin() as conn:
+        conn.execute(text("UPDATE processor SET status = 'stopped' WHERE name = 'proc1'"))
+    wait_until(lambda: by_name(graph)["proc1"].data["label"].startswith("proc1\nstopped"), 10, 0.1,
+               "the stopped status without pressing refresh")
+    assert "stopped" in by_name(graph)["proc1"].classes.split()
+    graph.close()

@@ -150,3 +150,49 @@ def test_processor_cell_takes_min_and_node(ip, flow):
         ("pinned", 3, 1, node_name())]
     with pytest.raises(UsageError, match="--min 4"):
         ip.run_cell_magic("flow", "processor pinned -c 3 --min 4", "def f(x):\n    return x\n")
+
+
+def test_adding_again_is_unchanged_and_a_change_names_the_update(ip, flow, capsys):
+    ip.run_line_magic("flow", "add queue -n rerun.q")
+    capsys.readouterr()
+    ip.run_line_magic("flow", "add queue -n rerun.q")  # a notebook run twice
+    assert capsys.readouterr().out.strip() == "queue rerun.q unchanged"
+    with pytest.raises(UsageError) as refused:
+        ip.run_line_magic("flow", "add queue -n rerun.q -t fanout --transient")
+    message = str(refused.value)
+    assert "already exists with qtype 'direct', not 'fanout' (and 1 more field)" in message
+    assert "`%flow update queue -n rerun.q --type fanout --transient`" in message  # the notebook's form of the hint
+    shell = flow("add", "queue", "-n", "rerun.q", "-t", "fanout")
+    assert shell.code == 1 and "`flow update queue -n rerun.q --type fanout`" in shell.err  # the shell's form
+    assert flow("add", "queue", "-n", "rerun.q", "-t", "DIRECT").code == 0  # choices match in any case
+    assert [q["qtype"] for q in __import__("json").loads(flow("--json", "ls", "queues").out)] == ["direct"]
+
+
+def test_errors_show_one_line_and_the_traceback_on_tb(ip, services, capsys):
+    capsys.readouterr()
+    result = ip.run_cell('from elasticcode import Socket\nSocket(name="mine.cube")(1)')
+    assert type(result.error_in_exec).__name__ == "NotFound"  # the cell still fails
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(shown) == 1, shown  # no frames of the library
+    assert "NotFound" in shown[0] and "'mine.cube' does not exist" in shown[0]
+    assert "`%flow ls sockets`" in shown[0] and "%tb" in shown[0]  # the hint in the notebook's form
+    ip.run_line_magic("tb", "")
+    full = capsys.readouterr().out
+    assert "dispatch.py" in full and "mine.cube" in full  # the whole traceback, one magic away
+
+
+def test_load_ext_defers_heavy_imports():
+    """`%load_ext elasticcode` registers the magic and imports none of the libraries it later uses
+    (they cost 1-2 s together); the time itself is measured, not asserted (README: about 0.01 s)."""
+    import subprocess
+    import sys
+
+    script = ("import sys, time\nfrom IPython.core.interactiveshell import InteractiveShell\n"
+              "shell = InteractiveShell.instance()\nstarted = time.perf_counter()\n"
+              "shell.run_line_magic('load_ext', 'elasticcode')\nspent = time.perf_counter() - started\n"
+              "heavy = [m for m in ('pandas', 'sqlalchemy', 'celery', 'click', 'redis', 'ipywidgets', 'elasticcode.cli')"
+              " if m in sys.modules]\nprint(heavy, 'flow' in shell.magics_manager.magics['line'], f'{spent:.3f}')")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True).stdout
+    heavy, registered, spent = out.rsplit(" ", 2)
+    print(f"\n%load_ext elasticcode: {spent} s")
+    assert heavy == "[]" and registered == "True", out

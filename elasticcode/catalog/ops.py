@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import keyword
 import re
+import shlex
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -232,6 +233,75 @@ def add(session: Session, kind_name: str, values: dict[str, Any], repos: tuple[s
     session.add(obj)
     _flush(session, kind, name)
     return obj
+
+
+def _current(obj: Any, attr: str) -> Any:
+    """The value of `attr` as the user gives it: names for references, the plain column otherwise."""
+    if attr in ("processor", "queue", "source", "target"):
+        ref = getattr(obj, attr, None)
+        return ref.name if ref is not None else None
+    if attr == "function" and isinstance(obj, m.Socket):
+        return obj.task.function if obj.task is not None else None
+    return getattr(obj, attr, None)
+
+
+def _given(kind: Kind, attr: str, value: Any, repos: tuple[str, ...]) -> Any:
+    """A given value normalised the way `add` would store it (so `-h localhost` equals this node)."""
+    if kind.name == "processor" and attr == "gitrepo":
+        return check_gitrepo(value, repos)
+    if kind.name == "processor" and attr == "hostname":
+        return naming.pinned_node(value)
+    return value
+
+
+def differences(kind: Kind, obj: Any, values: dict[str, Any], repos: tuple[str, ...] = ()) -> dict[str, tuple[Any, Any]]:
+    """The given fields (not None) whose value differs from the object's: {attr: (current, given)}."""
+    out = {}
+    for attr, value in values.items():
+        if value is None or attr == "name":
+            continue
+        current, given = _current(obj, attr), _given(kind, attr, value, repos)
+        if isinstance(given, str) and isinstance(current, str) and isinstance(_field(kind, attr).type, tuple):
+            if current.lower() == given.lower():  # click choices are case-insensitive
+                continue
+        if current != given:
+            out[attr] = (current, given)
+    return out
+
+
+def _field(kind: Kind, attr: str):
+    return next(f for f in kind.fields if f.attr == attr)
+
+
+def _option_text(kind: Kind, attr: str, value: Any) -> str:
+    """The CLI option that sets `attr` to `value` (`--transient` for durable False)."""
+    f = _field(kind, attr)
+    flag = next((flag for flag in f.flags if flag.startswith("--")), f.flags[0])
+    if f.type is bool:
+        on, _, off = flag.partition("/")
+        return on if value else (off or f"--no-{on[2:]}")
+    return f"{flag} {shlex.quote(str(value))}"
+
+
+def ensure(session: Session, kind_name: str, values: dict[str, Any], repos: tuple[str, ...] = ()) -> tuple[Any, bool]:
+    """`add`, made re-runnable: an object of that name that already matches every given field is
+    left as is and returned with False; one that differs is refused with the update to run."""
+    kind = kind_of(kind_name)
+    name = values.get("name")
+    if not name or not _exists(session, kind, name):
+        return add(session, kind_name, values, repos), True
+    rights.require(session, f"ADD_{kind.right}")  # "unchanged" only for those who could have added it
+    obj = find(session, kind, name)
+    changed = differences(kind, obj, _clean(kind, values), repos)
+    if changed:
+        attr, (current, given) = next(iter(changed.items()))
+        others = f" (and {len(changed) - 1} more field{'s' if len(changed) > 2 else ''})" if len(changed) > 1 else ""
+        options = " ".join(_option_text(kind, a, g) for a, (_, g) in changed.items())
+        raise AlreadyExists(
+            f"{kind.name} {name!r} already exists with {attr} {current!r}, not {given!r}{others}: "
+            f"change it with `flow update {kind.name} -n {shlex.quote(name)} {options}`"
+        )
+    return obj, False
 
 
 def update(session: Session, kind_name: str, name: str, values: dict[str, Any], repos: tuple[str, ...] = (), *,

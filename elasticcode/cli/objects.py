@@ -12,6 +12,7 @@ import click
 from .. import catalog
 from ..catalog import users
 from ..catalog.kinds import KINDS, Field, Kind
+from ..catalog.ops import ensure
 from ..security import check_role_name
 from .context import FlowContext, emit, json_flag, pass_flow, say
 from .session import password_options, read_password
@@ -61,9 +62,10 @@ ROUTED_KINDS = ("socket", "plug")  # the kinds the agents' published routes are 
 
 
 @contextlib.contextmanager
-def routes_change(ctx: FlowContext, kind: Kind) -> Iterator[None]:
+def routes_change(ctx: FlowContext, kind: Kind) -> Iterator[dict[str, bool]]:
     """Return only once the agents have published a socket or plug change (at most 2 s), so the
-    next call made after the command uses the new routes. Without a reachable Redis, no wait."""
+    next call made after the command uses the new routes. Without a reachable Redis, no wait;
+    none either when the command sets `changed` False in the dict it gets (nothing was written)."""
     client, before = None, None
     if kind.name in ROUTED_KINDS and (ctx.settings.broker or ctx.settings.backend):
         try:
@@ -74,8 +76,9 @@ def routes_change(ctx: FlowContext, kind: Kind) -> Iterator[None]:
             before = client.get(naming.ROUTES_VERSION_KEY)
         except Exception:  # noqa: BLE001 - no coordination store: nothing to wait for
             client = None
-    yield
-    if client is None or before is None:  # no agent has ever published: none to wait for
+    state = {"changed": True}
+    yield state
+    if client is None or before is None or not state["changed"]:  # no agent has ever published: none to wait for
         return
     deadline = time.monotonic() + 2.0
     try:
@@ -87,10 +90,12 @@ def routes_change(ctx: FlowContext, kind: Kind) -> Iterator[None]:
 
 def _add_command(kind: Kind):
     def command(ctx: FlowContext, **values: Any) -> None:
-        with routes_change(ctx, kind), ctx.session() as session:
-            obj = catalog.add(session, kind.name, values, ctx.settings.repositories)
+        # Re-runnable: the same definition again is "unchanged" (a notebook run twice), a different one is refused.
+        with routes_change(ctx, kind) as state, ctx.session() as session:
+            obj, added = ensure(session, kind.name, values, ctx.settings.repositories)
+            state["changed"] = added
             name, oid = obj.name, obj.id
-        say(ctx, f"{kind.name} {name} added", id=oid, name=name)
+        say(ctx, f"{kind.name} {name} {'added' if added else 'unchanged'}", id=oid, name=name, added=added)
 
     command.__doc__ = f"Add a {kind.name} to the database"
     return add.command(kind.name)(pass_flow(_with_fields(kind, True, command)))
