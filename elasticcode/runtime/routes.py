@@ -43,13 +43,15 @@ class Route:
     socket_status: str = "ready"
     socket_message: str | None = None
     changed: float = 0.0  # when the processor row last changed (epoch seconds)
+    processor_requested: str = "ready"  # the status its owner asked for (`flow proc start|stop`)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Route:
-        values = dict(data)
+        # Fields this reader does not know (published by a newer agent) are left out, not an error.
+        values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         values["plugs"] = tuple(PlugRoute(**plug) for plug in data.get("plugs", ()))
         values["join"] = tuple(data.get("join", ()))
         return cls(**values)
