@@ -23,10 +23,11 @@ from pathlib import Path
 
 from elasticcode.catalog.repos import check_gitrepo
 from elasticcode.embedded.files import VAR_ROOT, make_dir
+from elasticcode.embedded.users import owner_user_name
 from elasticcode.errors import ElasticCodeError
 
 from . import modcheck
-from .sandbox import Sandbox, agent_sandbox
+from .sandbox import Sandbox, agent_sandbox, owner_sandbox
 from .venvs import CodeError, clear_leftovers, ensure_venv, file_lock, open_tree, parse_requirements, run, worker_python
 
 __all__ = ["CodeCache", "CodeError", "CodeSpec", "PreparedCode"]
@@ -44,6 +45,7 @@ class CodeSpec:
     tag: str | None = None
     requirements: str | None = None  # pip specifiers separated by spaces/newlines
     modulepath: str | None = None  # repo-relative folder put on sys.path (default: repo root)
+    owner: str | None = None  # whose code: as root, its checkout is readable by that owner's workers only
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class PreparedCode:
     import_path: Path
     python: Path
     venv_dir: Path
+    owner: str | None = None
 
 
 def _git_env() -> dict[str, str]:
@@ -220,10 +223,14 @@ class CodeCache:
         os.chmod(CODE_ROOT, 0o750)
         self._shared_ready = True
 
-    def _checkout(self, url: str, sha: str, progress: Callable[[str], None]) -> Path:
+    def _checkout(self, url: str, sha: str, progress: Callable[[str], None], owner: str | None = None) -> Path:
         self._shared()
         root = self.code_root
-        code_dir = root / f"{self._repohash(url)}-{sha}"
+        reader = self.sandbox_of(owner)
+        private = reader.separate and reader.shared_gid is not None  # an owner's worker user, not the shared one
+        # One checkout per owner: a folder opened to one owner's group only, never to another's.
+        code_dir = root / (f"{self._repohash(url)}-{sha}-{owner_user_name(owner)}" if private and owner
+                           else f"{self._repohash(url)}-{sha}")
         if code_dir.is_dir():
             return code_dir
         root.mkdir(parents=True, exist_ok=True)
@@ -244,6 +251,9 @@ class CodeCache:
                 if done.returncode != 0:
                     raise CodeError(f"cannot check out {sha} of {url}: {_clone_problem(done.stderr)}")
                 open_tree(tmp)  # readable (not writable) by the workers' user, whatever the umask
+                if private:
+                    os.chown(tmp, 0, reader.gid)
+                    os.chmod(tmp, 0o750)  # the owner's workers enter it; other owners' cannot
                 os.rename(tmp, code_dir)  # all or nothing: a code_dir that exists is complete
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -255,7 +265,7 @@ class CodeCache:
     def prepare(self, spec: CodeSpec, progress: Callable[[str], None] = lambda msg: None) -> PreparedCode:
         """Checkout and venv for spec; the second call for a pinned commit touches neither network nor pip."""
         url, sha = self._sha(spec, progress, always_fetch=False)
-        code_dir = self._checkout(url, sha, progress)
+        code_dir = self._checkout(url, sha, progress, spec.owner)
         modulepath = (spec.modulepath or "").strip().strip("/")
         if modulepath and (Path(modulepath).is_absolute() or ".." in Path(modulepath).parts):
             raise CodeError(f"modulepath {spec.modulepath!r} leaves the repository: give a folder inside it")
@@ -272,12 +282,20 @@ class CodeCache:
         venv = ensure_venv(self.venv_root, requirements, installer=self.installer, timeout=self.install_timeout,
                            progress=progress, base=worker_python() if self.sandbox.separate else None)
         return PreparedCode(commit=sha, code_dir=code_dir, import_path=import_path,
-                            python=venv / "bin" / "python", venv_dir=venv)
+                            python=venv / "bin" / "python", venv_dir=venv, owner=spec.owner)
 
     def inspect_module(self, prepared: PreparedCode, module: str, functions: list[str],
                        timeout: float = 60) -> modcheck.ModuleReport:
         """What the module's functions are (see kernel_agent/modcheck.py)."""
-        return modcheck.check_module(prepared.python, prepared.import_path, module, functions, self.sandbox, timeout)
+        return modcheck.check_module(prepared.python, prepared.import_path, module, functions,
+                                     self.sandbox_of(prepared.owner), timeout)
+
+    def sandbox_of(self, owner: str | None) -> Sandbox:
+        """Who runs `owner`'s code: its own worker user when this cache's sandbox is the node's
+        (the agent's), else this cache's sandbox (tests, `flow worker start`)."""
+        if owner and self.sandbox is agent_sandbox() and self.sandbox.separate:
+            return owner_sandbox(owner)
+        return self.sandbox
 
     def check_module(self, prepared: PreparedCode, module: str, functions: list[str],
                      timeout: float = 60) -> dict[str, str]:

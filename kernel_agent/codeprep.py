@@ -20,7 +20,7 @@ log = logging.getLogger("elasticcode.agent")
 
 def code_spec(proc: m.Processor) -> CodeSpec:
     return CodeSpec(gitrepo=proc.gitrepo, branch=proc.branch, commit=proc.commit, tag=proc.gittag,
-                    requirements=proc.requirements, modulepath=proc.modulepath)
+                    requirements=proc.requirements, modulepath=proc.modulepath, owner=proc.owner)
 
 
 def worker_spec(proc: m.Processor, prepared: PreparedCode, sockets: list[m.Socket], broker: str,

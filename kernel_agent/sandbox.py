@@ -3,9 +3,11 @@
 Processor code is the least trusted thing on a node. It gets no database credential and no
 ElasticCode configuration: its environment is built from nothing (never copied from the
 agent's), and its files are the processor's checkout and venv, its own run folder and the
-spec (broker and backend URLs: the worker needs them). When the agent runs as root, workers
-run as the system user `elasticcode-worker` (created on first use), which can read none of
-the agent's home. When the agent runs as another user, workers run as that same user and can
+spec (broker and backend URLs: the worker needs them). When the agent runs as root, the
+workers of each ElasticCode user run as a system user of that owner's (`ecw-<hash>`, created
+on first use, see `elasticcode.embedded.users`), in the group `elasticcode-worker` that opens
+the shared folders: they can read none of the agent's home, and no other owner's checkouts,
+specs or processes. When the agent runs as another user, workers run as that same user and can
 read what it can: the agent says so in one line at start.
 """
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from elasticcode.embedded.files import VAR_ROOT, is_root, make_dir
-from elasticcode.embedded.users import WORKER_USER, worker_user
+from elasticcode.embedded.users import WORKER_USER, owner_user, worker_user
 
 log = logging.getLogger("elasticcode.agent")
 
@@ -32,8 +34,9 @@ KEPT = ("LANG", "LANGUAGE", "TZ")  # plus LC_*: nothing else is inherited from t
 class Sandbox:
     user: str
     uid: int
-    gid: int
+    gid: int  # the user's own group: what its specs and checkouts are opened to
     separate: bool  # True: a user of their own (the agent is root); False: the agent's own user
+    shared_gid: int | None = None  # the group of every worker user (shared folders), when not `gid`
 
     @classmethod
     def for_agent(cls) -> Sandbox:
@@ -42,6 +45,20 @@ class Sandbox:
             uid, gid = worker_user()
             return cls(WORKER_USER, uid, gid, True)
         return cls.own_user()
+
+    @classmethod
+    def for_owner(cls, owner: str) -> Sandbox:
+        """As root, the worker user of ElasticCode user `owner` (created if missing); otherwise the
+        agent's own user."""
+        if is_root():
+            name, uid, gid, shared_gid = owner_user(owner)
+            return cls(name, uid, gid, True, shared_gid)
+        return cls.own_user()
+
+    @property
+    def group(self) -> int:
+        """The group every worker user is in: shared folders are opened to it."""
+        return self.shared_gid if self.shared_gid is not None else self.gid
 
     @classmethod
     def own_user(cls) -> Sandbox:
@@ -54,15 +71,18 @@ class Sandbox:
 
     def announce(self) -> None:
         if self.separate:
-            log.info("workers run as %s (uid %d): processor code cannot read the agent's home or configuration",
-                     self.user, self.uid)
+            log.info("workers run as a system user per owner (ecw-<hash>, in the group %s): processor code cannot "
+                     "read the agent's home or configuration, nor another owner's code, specs or workers", self.user)
         else:
             log.warning("workers run as %s, the agent's own user: processor code can read what that user can "
                         "(run the agent as root to run workers as %s)", self.user, WORKER_USER)
 
     def popen_kwargs(self) -> dict:
-        """For subprocess.Popen: drop to the worker user and its own group only."""
-        return {"user": self.uid, "group": self.gid, "extra_groups": []} if self.separate else {}
+        """For subprocess.Popen: drop to the worker user, its own group and the workers' group only."""
+        if not self.separate:
+            return {}
+        return {"user": self.uid, "group": self.gid,
+                "extra_groups": [self.shared_gid] if self.shared_gid is not None else []}
 
     def env(self, venv_bin: Path, home: Path, tmpdir: Path | None = None) -> dict[str, str]:
         """A worker's whole environment, built from nothing: never ELASTICCODE_*, PG*, DATABASE_URL..."""
@@ -98,7 +118,7 @@ class Sandbox:
 
     def readable_file(self, path: Path, text: str) -> None:
         """Write `text` to `path` (atomically, never through a link): 0600, or as root 0640 to the
-        worker's group, so that only the agent and the workers can read it."""
+        worker user's own group, so that only the agent and that user's workers can read it."""
         tmp = path.with_name(path.name + ".tmp")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -121,7 +141,7 @@ class Sandbox:
             make_dir(path.parent, 0o711)  # the agents' run folders: traversable, not listable
         path.mkdir(parents=True, exist_ok=True)
         if self.separate:
-            os.chown(path, 0, self.gid)
+            os.chown(path, 0, self.group)
             os.chmod(path, 0o710)
         elif created:
             os.chmod(path, 0o700)
@@ -129,6 +149,7 @@ class Sandbox:
 
 
 _AGENT: Sandbox | None = None
+_OWNERS: dict[str, Sandbox] = {}
 
 
 def agent_sandbox() -> Sandbox:
@@ -137,3 +158,12 @@ def agent_sandbox() -> Sandbox:
     if _AGENT is None:
         _AGENT = Sandbox.for_agent()
     return _AGENT
+
+
+def owner_sandbox(owner: str | None) -> Sandbox:
+    """The sandbox of `owner`'s workers on this node (the agent's when there is no owner)."""
+    if not owner:
+        return agent_sandbox()
+    if owner not in _OWNERS:
+        _OWNERS[owner] = Sandbox.for_owner(owner)
+    return _OWNERS[owner]

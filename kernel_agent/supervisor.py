@@ -27,7 +27,7 @@ from elasticcode.runtime.workerspec import (
     write_pidfile,
 )
 
-from .sandbox import Sandbox, agent_sandbox
+from .sandbox import Sandbox, owner_sandbox
 
 
 @dataclass
@@ -41,7 +41,7 @@ class WorkerProcess:
     started_at: float = 0.0
     failure: str | None = field(default=None)
     log_offset: int = 0
-    sandbox: Sandbox | None = None  # default: the agent's (see sandbox.agent_sandbox)
+    sandbox: Sandbox | None = None  # default: its owner's (see sandbox.owner_sandbox)
     cleared_pid: int | None = None  # the last dead process whose leftovers were cleared
     # What the worker process has confirmed it serves (`WorkerSpec.live_fingerprint`): it reads the
     # spec file when it starts; a later change is sent to it (`elasticcode.runtime.live`).
@@ -54,7 +54,7 @@ class WorkerProcess:
         # The agent names `home/workers`; as root its workers cannot reach the home: run elsewhere.
         self.run_dir = run_dir_for(self.run_dir)
         if self.sandbox is None:
-            self.sandbox = agent_sandbox()
+            self.sandbox = owner_sandbox(self.spec.owner)
 
     @property
     def processor(self) -> str:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import stat
 import time
@@ -24,7 +25,7 @@ from elasticcode import config
 from elasticcode.client.dispatch import Dispatcher
 from elasticcode.embedded.workers import run_dir_for, stop_orphan_workers
 from elasticcode.runtime.workerspec import WORKER_MODULE
-from kernel_agent.sandbox import Sandbox
+from kernel_agent.sandbox import Sandbox, owner_sandbox
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -185,10 +186,10 @@ def test_processor_code_gets_no_credential(tmp_path, probe_repo, monkeypatch, ba
         dispose_all()
         embedded.purge(home)
 
-    sandbox = Sandbox.for_agent()
-    if sandbox.separate:  # as root: workers run as the worker user, in a run dir of their own
+    sandbox = owner_sandbox(urls.app_role)
+    if sandbox.separate:  # as root: workers run as their owner's worker user, in a run dir of their own
         assert got["uid"] == sandbox.uid != 0, got
-        assert "workers run as elasticcode-worker" in output, output[-2000:]
+        assert "workers run as a system user per owner" in output, output[-2000:]
     else:
         assert "the agent's own user: processor code can read what that user can" in output, output[-2000:]
     assert got["home"] == str(run_dir_for(home / "workers") / "sbproc")
@@ -266,3 +267,110 @@ def test_stop_orphan_workers_stops_what_a_killed_agent_left(flow, agent_home, se
         assert stop_orphan_workers(agent_home, timeout=10) == 0
     finally:
         agent.stop()
+
+
+SPY = '''
+import os
+
+
+def nap(x, seconds=1.0):
+    import time
+    time.sleep(seconds)
+    return x
+
+
+def spy(paths, pids):
+    """What this worker can read of another owner's: files and folders, and its processes' /proc."""
+    got = {"uid": os.getuid(), "read": {}, "refused": {}}
+    for path in paths:
+        try:
+            if os.path.isdir(path):
+                got["read"][path] = sorted(os.listdir(path))
+            else:
+                with open(path, "rb") as f:
+                    got["read"][path] = f.read(200).decode(errors="replace")
+        except OSError as exc:
+            got["refused"][path] = exc.__class__.__name__
+    for pid in pids:
+        for name in ("environ", "mem", "cwd", "maps"):
+            path = f"/proc/{pid}/{name}"
+            try:
+                if name == "cwd":
+                    got["read"][path] = os.listdir(path)
+                else:
+                    with open(path, "rb") as f:
+                        got["read"][path] = f.read(100).decode(errors="replace")
+            except OSError as exc:
+                got["refused"][path] = exc.__class__.__name__
+    return got
+'''
+
+SECRET_CODE = '''
+SECRET = "{marker}"
+
+
+def secret(x):
+    return SECRET + str(x)
+'''
+
+
+def login_as(flow, db_url: str, role: str, monkeypatch) -> None:
+    from test_security import login
+
+    from elasticcode.client import settings
+
+    login(flow, db_url, role, monkeypatch)
+    Dispatcher.forget_all()
+    settings.reset_settings()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="one worker user per owner only under a root agent")
+def test_one_owners_processor_code_cannot_reach_anothers(flow, db_url, services, home, make_role, monkeypatch, tmp_path):
+    """Joe's socket function tries to read Ann's checkout, worker spec and worker home, and her
+    worker's /proc files; it may read its own checkout (so the probe can succeed)."""
+    import uuid
+
+    from test_security import PASSWORD
+
+    from elasticcode.embedded.users import owner_user_name
+    from kernel_agent.code import CODE_ROOT
+
+    joe, ann = make_role(), make_role()
+    for user in (joe, ann):
+        assert flow("add", "user", "-n", user, input=f"{PASSWORD}\n{PASSWORD}\n").code == 0
+        assert flow("add", "privilege", "-u", user, "-n", "ALL").code == 0
+    marker = f"ANN-SECRET-{uuid.uuid4().hex}"
+    spy_repo = make_repo(tmp_path / "spy-repo", SPY, "probes/probe.py")
+    ann_repo = make_repo(tmp_path / "ann-repo", SECRET_CODE.format(marker=marker), "probes/probe.py")
+    agent = AgentProcess(home / "agent", services).start()
+    try:
+        login_as(flow, db_url, ann, monkeypatch)
+        for args in (("add", "queue", "-n", "annq"),
+                     ("add", "processor", "-n", "annproc", "-g", ann_repo.working_tree_dir, "-m", MODULE, "-h", "localhost"),
+                     ("add", "socket", "-n", "secret", "-q", "annq", "-pn", "annproc", "-t", "secret")):
+            assert flow(*args).code == 0
+        assert Dispatcher.for_settings(config.load()).send("secret", (1,)).get(timeout=300) == marker + "1"
+
+        login_as(flow, db_url, joe, monkeypatch)
+        for args in (("add", "queue", "-n", "joeq"),
+                     ("add", "processor", "-n", "joeproc", "-g", spy_repo.working_tree_dir, "-m", MODULE, "-h", "localhost"),
+                     ("add", "socket", "-n", "spy", "-q", "joeq", "-pn", "joeproc", "-t", "spy")):
+            assert flow(*args).code == 0
+        joes = Dispatcher.for_settings(config.load())
+        joes.send("spy", ([], [])).get(timeout=300)  # deployed and running
+
+        run_dir = run_dir_for(home / "agent" / "workers")
+        [ann_worker] = worker_mains(run_dir, "annproc")
+        [joe_worker] = worker_mains(run_dir, "joeproc")
+        [ann_code] = [p for p in (CODE_ROOT / "code").iterdir() if p.name.endswith(owner_user_name(ann))]
+        [joe_code] = [p for p in (CODE_ROOT / "code").iterdir() if p.name.endswith(owner_user_name(joe))]
+        ann_spec = next(run_dir.glob("annproc.*.json"))
+        ann_paths = [str(ann_code), str(ann_code / "probes" / "probe.py"), str(ann_spec), str(run_dir / "annproc")]
+        got = joes.send("spy", (ann_paths + [str(joe_code / "probes" / "probe.py")], [ann_worker.pid])).get(timeout=60)
+        uids = {"joe": joe_worker.uids().real, "ann": ann_worker.uids().real}
+    finally:
+        agent.stop()
+    assert got["uid"] == owner_sandbox(joe).uid == uids["joe"] != uids["ann"] == owner_sandbox(ann).uid, (got, uids)
+    assert list(got["read"]) == [str(joe_code / "probes" / "probe.py")], got  # its own code, nothing of Ann's
+    assert sorted(got["refused"]) == sorted(ann_paths + [f"/proc/{ann_worker.pid}/{n}" for n in ("environ", "mem", "cwd", "maps")]), got
+    assert marker not in str(got)

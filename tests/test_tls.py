@@ -87,23 +87,31 @@ def tls_redis(tmp_path: Path):
         shutil.rmtree(shared, ignore_errors=True)
 
 
-def test_calls_plugs_and_provenance_over_tls_redis(flow, services, home, tmp_path, monkeypatch, tls_redis):
-    url, port = tls_redis
+def agent_on(url: str, services: dict, home: Path, monkeypatch) -> AgentProcess:
+    """This process and a new agent, both with `url` as broker and backend."""
     for key in ("ELASTICCODE_BROKER", "ELASTICCODE_BACKEND"):
         monkeypatch.setenv(key, url)
     Dispatcher.forget_all()
-    agent = AgentProcess(home / "agent-tls", {**services, "ELASTICCODE_BROKER": url, "ELASTICCODE_BACKEND": url}).start()
+    return AgentProcess(home / "agent-tls", {**services, "ELASTICCODE_BROKER": url, "ELASTICCODE_BACKEND": url}).start()
+
+
+def deploy(flow, repo_dir: Path, *, plug: bool) -> None:
+    args = [("add", "queue", "-n", "tlsq", "-t", "direct"),
+            ("add", "processor", "-n", "tlsproc", "-g", str(repo_dir), "-m", MODULE, "-h", "localhost"),
+            ("add", "socket", "-n", f"{MODULE}.do_this", "-q", "tlsq", "-pn", "tlsproc", "-t", "do_this")]
+    if plug:
+        args += [("add", "socket", "-n", f"{MODULE}.do_something", "-q", "tlsq", "-pn", "tlsproc", "-t", "do_something"),
+                 ("add", "plug", "-n", "tlsplug", "-s", f"{MODULE}.do_something", "-t", f"{MODULE}.do_this")]
+    for one in args:
+        result = flow(*one)
+        assert result.code == 0, result
+
+
+def test_calls_plugs_and_provenance_over_tls_redis(flow, services, home, tmp_path, monkeypatch, tls_redis):
+    url, port = tls_redis
+    agent = agent_on(url, services, home, monkeypatch)
     try:
-        repo = make_repo(tmp_path / "repo")
-        for args in (
-            ("add", "queue", "-n", "tlsq", "-t", "direct"),
-            ("add", "processor", "-n", "tlsproc", "-g", repo.working_tree_dir, "-m", MODULE, "-h", "localhost"),
-            ("add", "socket", "-n", f"{MODULE}.do_something", "-q", "tlsq", "-pn", "tlsproc", "-t", "do_something"),
-            ("add", "socket", "-n", f"{MODULE}.do_this", "-q", "tlsq", "-pn", "tlsproc", "-t", "do_this"),
-            ("add", "plug", "-n", "tlsplug", "-s", f"{MODULE}.do_something", "-t", f"{MODULE}.do_this"),
-        ):
-            result = flow(*args)
-            assert result.code == 0, result
+        deploy(flow, Path(make_repo(tmp_path / "repo").working_tree_dir), plug=True)
         run = flow("task", "run", "-s", f"{MODULE}.do_something", "-d", '"over tls"', "--timeout", "120")
         assert run.code == 0 and run.out.strip() == "TEXT:over tls", (run, agent.output())
 
@@ -143,19 +151,9 @@ def test_a_worker_that_cannot_reach_the_broker_says_so_in_the_processor_status(f
     url, port = tls_redis
     ca = Path(url.split("ssl_ca_certs=")[1])
     ca.parent.chmod(0o700)  # the agent (root) still reads the CA; the worker user cannot
-    for key in ("ELASTICCODE_BROKER", "ELASTICCODE_BACKEND"):
-        monkeypatch.setenv(key, url)
-    Dispatcher.forget_all()
-    agent = AgentProcess(home / "agent-tls", {**services, "ELASTICCODE_BROKER": url, "ELASTICCODE_BACKEND": url}).start()
+    agent = agent_on(url, services, home, monkeypatch)
     try:
-        repo = make_repo(tmp_path / "repo")
-        for args in (
-            ("add", "queue", "-n", "tlsq", "-t", "direct"),
-            ("add", "processor", "-n", "tlsproc", "-g", repo.working_tree_dir, "-m", MODULE, "-h", "localhost"),
-            ("add", "socket", "-n", f"{MODULE}.do_this", "-q", "tlsq", "-pn", "tlsproc", "-t", "do_this"),
-        ):
-            result = flow(*args)
-            assert result.code == 0, result
+        deploy(flow, Path(make_repo(tmp_path / "repo").working_tree_dir), plug=False)
 
         def said():
             [proc] = flow_json(flow, "ls", "processors")
