@@ -22,7 +22,7 @@ def socket_route(sock: m.Socket, plugs: tuple[PlugRoute, ...] = (), join: tuple[
         queue=naming.broker_queue(sock.queue.name, proc.name), processor=proc.name, function=sock.task.function,
         plugs=plugs, join=join, processor_status=proc.status, processor_message=proc.status_message,
         socket_status=sock.status, socket_message=sock.status_message,
-        changed=proc.lastupdated.timestamp() if proc.lastupdated else 0.0, processor_requested=proc.requested_status,
+        changed=proc.lastupdated.timestamp() if proc.lastupdated else 0.0,
     )
 
 

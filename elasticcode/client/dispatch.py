@@ -200,9 +200,6 @@ def describe_wait(route: Route) -> str | None:
     """Why a call may wait in its queue, or None when its processor is running (or being deployed)."""
     if route.processor_status == "running" and not route.socket_message:
         return None
-    starting = route.processor_status == "stopped" and route.processor_requested not in ("stopped", "paused")
-    if starting and time.time() - route.changed < DEPLOYING_SECONDS:
-        return None  # asked to run again (a re-run notebook cell): an agent is starting it
     if route.processor_status == "ready":
         if time.time() - route.changed < DEPLOYING_SECONDS:
             return None

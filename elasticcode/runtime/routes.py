@@ -43,7 +43,6 @@ class Route:
     socket_status: str = "ready"
     socket_message: str | None = None
     changed: float = 0.0  # when the processor row last changed (epoch seconds)
-    processor_requested: str = "ready"  # the status its owner asked for (`flow proc start|stop`)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
