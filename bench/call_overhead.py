@@ -41,8 +41,13 @@ def main(broker: str = "redis://127.0.0.1:6379/14", calls: int = 300) -> None:
     owner = "bench"
     sockets = (SocketSpec("b.echo", "echo", "b.echo", "bq.bench"), SocketSpec("b.source", "echo", "b.source", "bq.bench"),
                SocketSpec("b.add_one", "add_one", "b.add_one", "bq.bench"))
+    key = uuid.uuid4().hex  # the worker runs calls signed with its owner's key (runtime/signing.py)
     WorkerSpec(processor="bench", owner=owner, module="benchfuncs", import_path=str(FIXTURES), commit="bench", concurrency=1,
-               broker=broker, backend=broker, sockets=sockets, loglevel="WARNING").write(tmp / "spec.json")
+               broker=broker, backend=broker, sockets=sockets, loglevel="WARNING", call_key=key).write(tmp / "spec.json")
+    from elasticcode.runtime import signing
+
+    signing.sign_as(owner, key)
+    as_owner = {naming.H_USER: owner}
     table = RouteTable()
     for sock in sockets:
         plugs = (PlugRoute("hop", "RESULT", "b.add_one", owner, "x"),) if sock.name == "b.source" else ()
@@ -59,11 +64,11 @@ def main(broker: str = "redis://127.0.0.1:6379/14", calls: int = 300) -> None:
     try:
         time.sleep(3)
         for name, queue in (("raw.echo", "raw"), ("b.echo", "bq.bench")):
-            app.send_task(name, args=[0], queue=queue).get(timeout=60)  # warm both
+            app.send_task(name, args=[0], queue=queue, headers=as_owner).get(timeout=60)  # warm both
 
         def round_trip(name: str, queue: str) -> float:
             t = time.perf_counter()
-            app.send_task(name, args=[1], queue=queue).get(timeout=30)
+            app.send_task(name, args=[1], queue=queue, headers=as_owner).get(timeout=30)
             return time.perf_counter() - t
 
         raw, ours = [], []
@@ -76,7 +81,7 @@ def main(broker: str = "redis://127.0.0.1:6379/14", calls: int = 300) -> None:
 
         def burst(name: str, queue: str, n: int) -> float:
             t = time.perf_counter()
-            results = [app.send_task(name, args=[i], queue=queue) for i in range(n)]
+            results = [app.send_task(name, args=[i], queue=queue, headers=as_owner) for i in range(n)]
             for res in results:
                 res.get(timeout=120)
             return n / (time.perf_counter() - t)
@@ -89,7 +94,7 @@ def main(broker: str = "redis://127.0.0.1:6379/14", calls: int = 300) -> None:
             tracking = str(uuid.uuid4())
             t = time.perf_counter()
             app.send_task("b.source", args=[1], queue="bq.bench", task_id=tracking,
-                          headers={naming.H_TRACKING: tracking}).get(timeout=30)
+                          headers={naming.H_TRACKING: tracking, **as_owner}).get(timeout=30)
             first = time.perf_counter()
             app.AsyncResult(naming.join_call_id("b.add_one", tracking)).get(timeout=30)
             hops.append((time.perf_counter() - first, first - t))

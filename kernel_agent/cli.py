@@ -54,6 +54,8 @@ def worker_start(ctx: FlowContext, name: str) -> None:
 
     Plugs and call records still need an agent somewhere on the network: it publishes the
     routes and records events."""
+    from sqlalchemy import func, select
+
     from elasticcode import catalog
     from elasticcode.db.engine import session_scope
 
@@ -69,7 +71,8 @@ def worker_start(ctx: FlowContext, name: str) -> None:
         if not sockets:
             raise click.ClickException(f"processor {name!r} has no sockets: add one with `flow add socket -pn {name}`")
         prepared = code.prepare(proc)
-        spec = worker_spec(proc, prepared, sockets, helper.broker, helper.backend, helper.hostname)
+        call_key = session.execute(select(func.elasticcode_call_key())).scalar_one()  # the user's own
+        spec = worker_spec(proc, prepared, sockets, helper.broker, helper.backend, helper.hostname, call_key=call_key)
     spec_path = ctx.settings.home / "workers" / f"{name}.foreground.json"
     spec_path.parent.mkdir(parents=True, exist_ok=True)
     spec.write(spec_path)

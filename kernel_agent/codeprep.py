@@ -24,7 +24,7 @@ def code_spec(proc: m.Processor) -> CodeSpec:
 
 
 def worker_spec(proc: m.Processor, prepared: PreparedCode, sockets: list[m.Socket], broker: str,
-                backend: str | None, node: str, steered: bool = False) -> WorkerSpec:
+                backend: str | None, node: str, steered: bool = False, call_key: str | None = None) -> WorkerSpec:
     """What the processor's worker runs: its module at the prepared commit, serving `sockets`, with
     a pool between the processor's minimum and maximum. `steered`: the agent's scaling step shares
     the node's CPUs, so the worker starts at its minimum and waits for its share."""
@@ -32,7 +32,7 @@ def worker_spec(proc: m.Processor, prepared: PreparedCode, sockets: list[m.Socke
     return WorkerSpec(
         processor=proc.name, owner=proc.owner, module=proc.module, import_path=str(prepared.import_path),
         commit=prepared.commit, concurrency=proc.concurrency, min_concurrency=low,
-        start_concurrency=low if steered else None, broker=broker, backend=backend, node=node,
+        start_concurrency=low if steered else None, broker=broker, backend=backend, node=node, call_key=call_key,
         sockets=tuple(SocketSpec(name=s.name, function=s.task.function, task=naming.task_name(s.name),
                                  queue=naming.broker_queue(s.queue.name, proc.name)) for s in sockets),
     )

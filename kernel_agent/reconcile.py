@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from celery import Celery
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -134,8 +134,9 @@ class Reconciler(Step):
             workers.stop(proc.id)
             set_status(proc, "error", next(iter(problems.values())))
             return
+        call_key = s.execute(select(func.elasticcode_call_key_of(proc.owner))).scalar()  # None: no RUN_TASK
         spec = worker_spec(proc, prepared, runnable, self.ctx.broker, self.ctx.backend, self.ctx.hostname,
-                           steered=self.scaling is not None)
+                           steered=self.scaling is not None, call_key=call_key)
         current = workers.get(proc.id)
         if current is None:
             current = WorkerProcess(spec, prepared.python, self.ctx.home / "workers")

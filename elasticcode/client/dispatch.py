@@ -26,7 +26,7 @@ from ..config import Settings
 from ..db import model as m
 from ..db.engine import session_scope
 from ..errors import ElasticCodeError, NotFound, ServiceUnavailable
-from ..runtime import codec, naming
+from ..runtime import codec, naming, signing
 from ..runtime.app import make_app
 from ..runtime.connections import coordination_client
 from ..runtime.events import QUEUED, CallEvent, EventStream
@@ -56,6 +56,7 @@ class Dispatcher:
         self.routes = PublishedRoutes(self.redis)
         self._looked_up: dict[str, tuple[float, Route]] = {}  # sockets found in the database, not published
         self._user: str | None = None
+        self._signing = False  # whether this process signs as `user` (runtime/signing.py)
         self._warned: set[str] = set()
 
     @classmethod
@@ -113,6 +114,7 @@ class Dispatcher:
 
     def _send(self, socket: str, args: tuple, kwargs: dict | None, *, tracking: str | None, parent: str | None,
               call_id: str | None, **options: Any) -> AsyncResult:
+        self._sign()  # first: a user who may not run calls gets the reason before anything is sent
         route = self.resolve(socket, self.routes.version)
         check_payload(socket, args, kwargs)
         call_id = call_id or str(uuid.uuid4())
@@ -143,6 +145,23 @@ class Dispatcher:
             with session_scope(self.settings.require_db()) as s:
                 self._user = s.execute(select(func.current_user())).scalar_one()
         return self._user
+
+    def _sign(self) -> None:
+        """Sign this process's calls as `user`, with the key the database issues to holders of RUN_TASK."""
+        if self._signing:
+            return
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            with session_scope(self.settings.require_db()) as s:
+                key = s.execute(select(func.elasticcode_call_key())).scalar_one()
+        except DBAPIError as exc:
+            line = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            if "does not exist" in line:
+                line = "the model database predates signed calls: upgrade it with `flow db init`"
+            raise ElasticCodeError(line) from None
+        signing.sign_as(self.user, key)
+        self._signing = True
 
     def result(self, call_id: str) -> AsyncResult:
         return AsyncResult(call_id, app=self.app)

@@ -26,6 +26,7 @@ H_PARENT = "ec_parent"  # call that caused this one
 H_ARGUMENT = "ec_argument"  # argument name a plug bound the value to
 H_USER = "ec_user"  # role that made the call
 H_PLUG = "ec_plug"  # plug that forwarded it
+H_SIGNATURE = "ec_sig"  # the call signed with its user's key (runtime/signing.py)
 
 JOIN_NAMESPACE = uuid.UUID("5d1f8a84-8c1e-4f43-9d59-2a0d3cbb1a6e")
 

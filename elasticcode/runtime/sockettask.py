@@ -9,6 +9,7 @@ events in batches.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from .joins import Joins
 from .routes import PublishedRoutes, Route
 from .workerspec import DEFAULT_MAX_DELIVERIES
 
+logger = logging.getLogger("elasticcode.worker")
+
 
 def _header(request: Any, key: str) -> str | None:
     value = getattr(request, key, None)
@@ -35,9 +38,10 @@ class SocketRuntime:
     """What the tasks of one worker share: the event stream, joins and the published routes."""
 
     def __init__(self, app: Celery, redis_client, processor: str, owner: str, worker_name: str, host: str,
-                 max_deliveries: int = DEFAULT_MAX_DELIVERIES):
+                 max_deliveries: int = DEFAULT_MAX_DELIVERIES, call_key: str | None = None):
         self.app, self.redis = app, redis_client
         self.processor, self.owner, self.worker_name, self.host = processor, owner, worker_name, host
+        self.call_key = call_key  # calls run only if signed with it (runtime/signing.py)
         self.events, self.joins, self.routes = EventStream(redis_client), Joins(redis_client), PublishedRoutes(redis_client)
         self.max_deliveries = max_deliveries
 
@@ -98,6 +102,14 @@ class SocketRuntime:
         finally:
             self.events.emit(done)
 
+    def refuse(self, task: Any, headers: dict, why: str) -> None:
+        """A message whose signature does not hold: set aside with the reason, never run. No result
+        and no call event: its call id may be someone else's, which a forger must not overwrite."""
+        entry = codec.dumps({"call": headers.get("id"), "socket": getattr(task, "socket", None), "refused": why,
+                             "sent_as": headers.get(naming.H_USER), "worker": self.worker_name, "at": time.time()})
+        self.redis.lpush(naming.DEAD_LETTER_LIST, entry)
+        logger.warning("refused call %s to %s: %s", headers.get("id"), getattr(task, "socket", "?"), why)
+
     def _dead_letter(self, task, prerun: CallEvent, args, kwargs, deliveries) -> None:
         """A message that killed its worker too often goes aside instead of looping forever."""
         entry = codec.dumps({"call": prerun.call, "socket": prerun.socket, "args": args, "kwargs": kwargs,
@@ -145,6 +157,8 @@ class SocketTask(Task):
 
     runtime: SocketRuntime
     socket: str
+    # A message reaches the pool only once its signature holds (in the worker's main process).
+    Strategy = "elasticcode.runtime.signing:verifying_strategy"
 
     def on_success(self, retval, task_id, args, kwargs):
         self.runtime.succeeded(self, retval)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from celery.signals import task_received
 
-from . import naming
+from . import naming, signing
 from .app import is_redis, make_app
 from .autoscale import Autoscaler
 from .connections import coordination_client, coordination_url, redis_client
@@ -63,7 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     client = coordination_client(spec.broker, spec.backend)
     host = spec.node or naming.node_name()
     worker_name = naming.worker_name(spec.processor, host)
-    runtime = SocketRuntime(app, client, spec.processor, spec.owner, worker_name, host, spec.max_deliveries)
+    runtime = SocketRuntime(app, client, spec.processor, spec.owner, worker_name, host, spec.max_deliveries,
+                            call_key=spec.call_key)
+    if spec.call_key:
+        signing.sign_as(spec.owner, spec.call_key)  # the calls its plugs make are its owner's
     live = LiveWorker(app, runtime, spec_path, spec, worker_name, client)  # the sockets follow the spec file
     for sock in spec.sockets:
         live.register(sock, functions[sock.name])

@@ -53,6 +53,9 @@ class WorkerSpec:
     start_concurrency: int | None = None
     scale_cooldown: float = SCALE_COOLDOWN
     node: str = ""  # the node (agent `--hostname`) it runs on: its worker name and the calls' `host`
+    # The owner's call key: the worker runs only calls signed with it, and signs its plugs' calls
+    # with it (runtime/signing.py); None while the owner lacks RUN_TASK: every call is refused.
+    call_key: str | None = None
 
     @property
     def queues(self) -> list[str]:

@@ -1,0 +1,112 @@
+"""Signed calls: a worker runs a message only if its sender holds the key of the user it names.
+
+Every ElasticCode user has a call key that the model database issues (`elasticcode_call_key()`,
+only to a user who holds RUN_TASK). The client signs each call it sends with its own key: an
+HMAC-SHA256 over the call id, the task, the user, the parent and tracking ids and the message
+body exactly as it goes on the wire (header `ec_sig`). The agent gives each worker its owner's key
+(in the spec file, readable only by that owner's worker user: `kernel_agent/sandbox.py`). Before
+a message reaches the pool, the worker's main process checks that it names the owner and carries
+the owner's signature; any other message (unsigned, signed with another key, naming another
+user, changed on the way, or sent while the owner lacks RUN_TASK) is refused: never run,
+dead-lettered with the reason, recorded as `dead`, and the sender's `.get()` raises the reason.
+The calls a worker sends along its plugs are signed with the same key, in the same way.
+
+What it does not stop (README, Known limits): a signed message copied from the broker can be
+published again (same call id: the delivery counter dead-letters it after a few deliveries);
+events on the stream and results in the backend are not signed yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from celery.signals import before_task_publish
+from celery.worker.strategy import default as default_strategy
+from kombu.serialization import dumps
+
+from . import codec, naming
+
+KEYS: dict[str, str] = {}  # user -> call key: this process signs the calls it sends as these users
+_installed = False
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def signature(key: str, call_id: str, task: str, user: str | None, parent: str | None, tracking: str | None,
+              body: bytes) -> str:
+    """The HMAC-SHA256 (hex) of a call: its identity and its body as sent."""
+    message = "\n".join((_text(call_id), _text(task), _text(user), _text(parent), _text(tracking),
+                         hashlib.sha256(body).hexdigest())).encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def _raw(body: Any) -> bytes:
+    return body.encode() if isinstance(body, str) else bytes(body)
+
+
+def _sign_outgoing(body: Any = None, headers: dict | None = None, **_: Any) -> None:
+    """Celery's `before_task_publish`: sign a call named after a user whose key this process holds.
+
+    The body is serialized here exactly as kombu serializes it right after (JSON, deterministic),
+    so the worker checks the bytes it receives."""
+    if headers is None:
+        return
+    user = headers.get(naming.H_USER)
+    key = KEYS.get(user) if user else None
+    if key is None:
+        return
+    _, _, data = dumps(body, serializer="json")
+    headers[naming.H_SIGNATURE] = signature(key, headers.get("id"), headers.get("task"), user,
+                                            headers.get(naming.H_PARENT), headers.get(naming.H_TRACKING), _raw(data))
+
+
+def sign_as(user: str, key: str) -> None:
+    """Sign from now on every call this process sends as `user` (idempotent)."""
+    global _installed
+    codec.install()
+    KEYS[user] = key
+    if not _installed:
+        before_task_publish.connect(_sign_outgoing, weak=False, dispatch_uid="elasticcode-sign")
+        _installed = True
+
+
+def refusal(owner: str, key: str | None, headers: dict, body: bytes) -> str | None:
+    """Why a message may not run on a worker of `owner` holding `key` (None: it may)."""
+    if key is None:
+        return (f"{owner!r} may not run calls (no RUN_TASK right, or no call key yet): "
+                f"an admin grants it with `flow add privilege -u {owner} -n RUN_TASK`")
+    user, sig = headers.get(naming.H_USER), headers.get(naming.H_SIGNATURE)
+    if user != owner:
+        return f"sent as {user!r}, but only {owner!r} runs the sockets of this processor"
+    if not sig:
+        return "not signed: calls are sent with an ElasticCode client (Socket, flow task run), not raw send_task"
+    expected = signature(key, headers.get("id"), headers.get("task"), user, headers.get(naming.H_PARENT),
+                         headers.get(naming.H_TRACKING), body)
+    if not hmac.compare_digest(expected, str(sig)):
+        return f"the signature does not match: not signed with {owner!r}'s key, or changed on the way"
+    return None
+
+
+def verifying_strategy(task: Any, app: Any, consumer: Any, **kwargs: Any):
+    """Celery's default strategy for `task`, behind the signature check (in the worker's main
+    process, before the message reaches a pool process)."""
+    handle = default_strategy(task, app, consumer, **kwargs)
+    runtime = task.runtime
+
+    def task_message_handler(message, body, ack, reject, callbacks, **options):
+        headers = options.get("headers") or message.headers or {}
+        why = refusal(runtime.owner, runtime.call_key, headers, _raw(message.body))
+        if why is None:
+            return handle(message, body, ack, reject, callbacks, **options)
+        runtime.refuse(task, headers, why)
+        message.ack()
+        return None
+
+    return task_message_handler
+
+
+__all__ = ["KEYS", "sign_as", "signature", "refusal", "verifying_strategy"]
