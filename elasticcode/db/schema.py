@@ -83,6 +83,9 @@ def init(url: str, progress: Progress = lambda _: None) -> None:
     progress(f"row-level security on {len(OWNED_TABLES)} tables; {len(RIGHTS)} rights defined")
 
 
+# Tables the migrations make that no model maps (secrets only SQL functions read: call keys).
+MIGRATION_ONLY_TABLES = ("call_key",)
+
 DROP_FUNCTIONS = text(
     "DO $$ DECLARE f regprocedure; BEGIN "
     "FOR f IN SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
@@ -96,6 +99,8 @@ def drop(url: str, progress: Progress = lambda _: None) -> None:
     with _connect(url) as conn, conn.begin():
         conn.execute(text("SELECT pg_advisory_xact_lock(7312001)"))
         Base.metadata.drop_all(conn)
+        for table in MIGRATION_ONLY_TABLES:
+            conn.execute(text(f'DROP TABLE IF EXISTS "{table}"'))  # a fixed name of ours, never input
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
         conn.execute(DROP_FUNCTIONS)  # the rights functions and triggers' functions of the migrations
     progress(f"dropped {len(Base.metadata.tables)} tables")

@@ -23,7 +23,6 @@ import hmac
 from typing import Any
 
 from celery.signals import before_task_publish
-from celery.worker.strategy import default as default_strategy
 from kombu.serialization import dumps
 
 from . import codec, naming
@@ -94,6 +93,8 @@ def refusal(owner: str, key: str | None, headers: dict, body: bytes) -> str | No
 def verifying_strategy(task: Any, app: Any, consumer: Any, **kwargs: Any):
     """Celery's default strategy for `task`, behind the signature check (in the worker's main
     process, before the message reaches a pool process)."""
+    from celery.worker.strategy import default as default_strategy  # the worker's: clients never load it
+
     handle = default_strategy(task, app, consumer, **kwargs)
     runtime = task.runtime
 
