@@ -18,7 +18,7 @@ import psycopg2
 import pytest
 from click.testing import CliRunner
 from psycopg2 import sql
-from runtime_helpers import use_services
+from runtime_helpers import AgentProcess, use_services
 
 from elasticcode.db import schema
 from elasticcode.db.engine import dispose_all, get_engine
@@ -266,3 +266,12 @@ def make_role(db_url):
                 if cur.fetchone():
                     cur.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
                     cur.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture
+def agent(services, home):
+    """`flow agent start` (2 CPUs) on the run's services, stopped after the test."""
+    process = AgentProcess(home / "agent", services).start()
+    yield process
+    process.stop()
+    assert process.process.returncode is not None

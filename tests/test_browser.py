@@ -208,14 +208,19 @@ def wait_for(page, script: str, seconds: float, what: str, arg=None) -> None:
         raise AssertionError(f"timed out after {seconds:g} s waiting for {what}") from None
 
 
+def launch(pw, tmp_path: Path):
+    """Debian's Chromium, headless, in a fresh profile (a persistent context is how Playwright takes
+    a --user-data-dir)."""
+    return pw.chromium.launch_persistent_context(
+        str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+        viewport={"width": 1400, "height": 1000})
+
+
 @pytest.mark.timeout(600)
 def test_quickstart_draws_the_graph_in_a_browser(lab, tmp_path):
     console: list[str] = []
     with sync_api.sync_playwright() as pw:
-        # A persistent context is how Playwright takes a (fresh) --user-data-dir.
-        browser = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1000})
+        browser = launch(pw, tmp_path)
         page = None
         try:
             page = browser.new_page()
@@ -262,9 +267,7 @@ def test_ten_processors_keep_labels_readable_and_inside_the_box(lab, tmp_path):
     measured on the rendered page, every label is at least 10 px high and inside the graph's box."""
     ten_processors_notebook(lab["root"] / TEN)
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1000})
+        browser = launch(pw, tmp_path)
         page = None
         try:
             page = browser.new_page()

@@ -13,7 +13,7 @@ import time
 
 import psutil
 import pytest
-from runtime_helpers import FUNCTIONS, AgentProcess, flow_json, make_repo, wait_until
+from runtime_helpers import FUNCTIONS, flow_json, make_repo, wait_until
 
 from elasticcode import config
 from elasticcode.client.dispatch import Dispatcher
@@ -23,13 +23,6 @@ from elasticcode.runtime.app import make_app
 pytestmark = pytest.mark.timeout(300)
 
 MODULE = "pyfi.processors.sample"
-@pytest.fixture
-def agent(services, home):
-    process = AgentProcess(home / "agent", services, cpus=2).start()
-    yield process
-    process.stop()
-
-
 @pytest.fixture
 def repo(tmp_path):
     return make_repo(tmp_path / "repo", FUNCTIONS)

@@ -48,13 +48,6 @@ def rabbitmq_answers() -> bool:
         return False
 
 
-@pytest.fixture
-def agent(services, home):
-    process = AgentProcess(home / "agent", services, cpus=2).start()
-    yield process
-    process.stop()
-
-
 @pytest.fixture(params=["redis", "rabbitmq"])
 def broker_agent(request, services, home, monkeypatch):
     """An agent with Redis as the broker, or RabbitMQ (when it answers: remote control and

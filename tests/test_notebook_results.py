@@ -6,18 +6,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from runtime_helpers import AgentProcess, make_repo
+from runtime_helpers import make_repo
 
 pytestmark = pytest.mark.timeout(300)
 
 MODULE = "pyfi.processors.sample"
-
-
-@pytest.fixture
-def agent(services, home):
-    process = AgentProcess(home / "agent", services).start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture

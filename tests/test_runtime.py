@@ -22,14 +22,6 @@ MODULE = "pyfi.processors.sample"
 
 
 @pytest.fixture
-def agent(services, home):
-    process = AgentProcess(home / "agent", services).start()
-    yield process
-    process.stop()
-    assert process.process.returncode is not None
-
-
-@pytest.fixture
 def repo(tmp_path):
     return make_repo(tmp_path / "repo")
 
