@@ -23,6 +23,10 @@ def __getattr__(name):
         from .client import api
 
         return getattr(api, name)
+    if name == "Executor":  # concurrent.futures on the network
+        from .client.executor import Executor
+
+        return Executor
     raise AttributeError(f"module 'elasticcode' has no attribute {name!r}")
 
 

@@ -116,6 +116,8 @@ def _remember_processors(args: list[str]) -> None:
 def run_flow(line: str) -> Any:
     """Run one `flow` command line in this process."""
     args = _split(line)
+    if args[:1] == ["replay"]:  # `%flow replay ID` is `flow call replay ID`: the new call's handle
+        args = ["call", *args]
     if any(args[:len(prefix)] == prefix for prefix in READS_CALLS):
         _guard(_settle)
     if args[:2] == ["ls", "calls"]:
@@ -126,7 +128,7 @@ def run_flow(line: str) -> Any:
         from .forms import builder
 
         return _guard(builder, default_settings())
-    if args[:1] == ["call"]:
+    if args[:1] == ["call"] and args[1:2] != ["replay"]:
         return _guard(_call, args[1:])
     try:
         value = _guard(lambda: to_frame(run(args)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from pathlib import Path
 
 import click
 
@@ -62,6 +63,7 @@ def worker_start(ctx: FlowContext, name: str) -> None:
     from .code import CodeCache
     from .codeprep import CodePreparer, worker_spec
     from .context import AgentContext
+    from .sandbox import Sandbox
 
     helper = AgentContext.create(ctx.settings, ctx.settings.home)  # the settings an agent would run with
     code = CodePreparer(CodeCache(helper.home, ctx.settings.repositories))
@@ -78,4 +80,9 @@ def worker_start(ctx: FlowContext, name: str) -> None:
     spec.write(spec_path)
     click.echo(f"worker of {name} at commit {prepared.commit[:12]} ({len(sockets)} sockets)", err=True)
     python = str(prepared.python)
-    os.execv(python, [python, "-m", "elasticcode.runtime.worker", "--spec", str(spec_path)])
+    # The processor's code gets an environment built from nothing, as under an agent: no
+    # ELASTICCODE_*, PG* or other variable of this shell. It runs as you, though, and can read
+    # what you can (an agent run as root gives it a user of its own: `flow agent start`).
+    run_home = Sandbox.own_user().owned_dir(spec_path.with_suffix(".home"))
+    env = Sandbox.own_user().env(Path(python).parent, run_home)
+    os.execve(python, [python, "-m", "elasticcode.runtime.worker", "--spec", str(spec_path)], env)

@@ -17,17 +17,18 @@ import uuid
 from typing import Any
 
 import redis
-from sqlalchemy import Text, case, cast, column, func, literal, select, table, text
+from sqlalchemy import Text, and_, case, cast, column, func, literal, or_, select, table, text
 from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from elasticcode.db import model as m
 from elasticcode.db.engine import get_engine
-from elasticcode.runtime import naming
+from elasticcode.runtime import naming, signing
 from elasticcode.runtime.events import STATES, CallEvent, fold_all
 
 from .context import IDLE_TRANSACTION_TIMEOUT
+from .eventkeys import EventKeys
 from .staging import copy_to_stage
 from .steps import Step
 
@@ -80,26 +81,40 @@ def merge_calls(keys: tuple[str, ...]) -> Insert:
     stmt = insert(m.Call).from_select(list(keys), select(*stage.c).order_by(stage.c.id))
     ex, cur = stmt.excluded, m.Call.__table__.c
     rank = lambda col: func.array_position(literal(list(STATES)), cast(col, Text))  # noqa: E731
-    latest = func.coalesce(ex.deliveries, 0) >= func.coalesce(cur.deliveries, 0)  # not an older delivery's
+    # A dead-lettered call retried (`flow dead retry`) starts counting deliveries again: its run
+    # that closes is the latest, and a success clears the dead letter's error.
+    retried = and_(cur.state == "dead", ex.state.in_(("failed", "finished")))
+    latest = or_(func.coalesce(ex.deliveries, 0) >= func.coalesce(cur.deliveries, 0), retried)  # not an older delivery's
+    error = case((and_(retried, ex.state == "finished"), None),
+                 (latest, func.coalesce(ex.error, cur.error)), else_=func.coalesce(cur.error, ex.error))
     return stmt.on_conflict_do_update(
         index_elements=["id"],
         set_={
             "state": case((rank(ex.state) >= rank(cur.state), ex.state), else_=cur.state),
             "name": case((ex.name != "?", ex.name), else_=cur.name),
-            **{c: func.coalesce(cur[c], ex[c]) for c in ("received", "tracking", "parent", "argument") if c in keys},
+            **{c: func.coalesce(cur[c], ex[c]) for c in ("received", "tracking", "parent", "argument", "inputs",
+                                                         "replay_of") if c in keys},
             **{c: case((latest, func.coalesce(ex[c], cur[c])), else_=func.coalesce(cur[c], ex[c]))
-               for c in ("started", "finished", "duration", "error", "result", "worker", "host", "processor")
+               for c in ("started", "finished", "duration", "result", "worker", "host", "processor", "commit",
+                         "cpu_seconds", "peak_memory")
                if c in keys},
-            "deliveries": func.greatest(ex.deliveries, cur.deliveries),
+            "error": error,  # also when the closing row has none: a retry's success clears it
+            "deliveries": case((retried, ex.deliveries), else_=func.greatest(ex.deliveries, cur.deliveries)),
             "lastupdated": func.now(),
         },
+        # A verified event names its user; it never changes a call of another user's.
+        where=(cur.owner == ex.owner),
     )
 
 
 @functools.lru_cache(maxsize=8)
 def merge_events(keys: tuple[str, ...]) -> Insert:
+    """The staged events that belong to calls of their own user (others are dropped)."""
     stage = table(EVENT_STAGE, *(column(k) for k in keys))
-    return insert(m.Event).from_select(list(keys), select(*stage.c)).on_conflict_do_nothing(index_elements=["id"])
+    calls = m.Call.__table__
+    own = select(*stage.c).select_from(
+        stage.join(calls, (calls.c.id == cast(stage.c.call_id, calls.c.id.type)) & (calls.c.owner == stage.c.owner)))
+    return insert(m.Event).from_select(list(keys), own).on_conflict_do_nothing(index_elements=["id"])
 
 
 def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -116,7 +131,8 @@ class Recorder(threading.Thread):
         super().__init__(name="recorder", daemon=True)
         self.db_url, self.redis, self.stop_event, self.publish = db_url, client, stop, publish
         self.consumer = consumer_name(node or naming.node_name(), os.getpid())
-        self.written = self.rejected = 0
+        self.written = self.rejected = self.refused = 0
+        self.keys = EventKeys(db_url)
         self._take_over: set[str] = set()  # nodes marked down whose recorders' pending entries are ours now
 
     def take_over(self, node: str) -> None:
@@ -154,22 +170,44 @@ class Recorder(threading.Thread):
             upsert_calls(conn, calls)
             insert_events(conn, rows)
 
+    def verified(self, entries: list[Entry]) -> list[tuple[bytes, CallEvent]]:
+        """The events of `entries` that verify with their user's key, their sealed fields opened.
+        The others are set aside in the rejected stream with the reason, never written."""
+        raws = [{_text(k): _text(v) for k, v in raw.items()} for _, raw in entries]
+        keys = self.keys.of(raw["user"] for raw in raws if raw.get("user"))
+        events: list[tuple[bytes, CallEvent]] = []
+        for (entry_id, raw), fields in zip(entries, raws, strict=True):
+            key = keys.get(fields.get("user", ""))
+            why = signing.event_refusal(fields, key)
+            if why is None:
+                try:
+                    events.append((entry_id, CallEvent.from_fields(signing.open_event(fields, key))))
+                    continue
+                except (ValueError, KeyError) as exc:
+                    why = str(exc)
+            self.refused += 1
+            log.warning("recorder: event %s of call %s refused: %s", _text(entry_id), fields.get("call"), why)
+            self.redis.xadd(naming.EVENTS_REJECTED_STREAM, {**raw, b"error": f"refused: {why}"}, maxlen=10000, approximate=True)
+        return events
+
     def write(self, entries: list[Entry]) -> None:
-        """Store, acknowledge and (with `publish`) announce a batch of stream entries."""
-        events = [(entry_id, CallEvent.from_fields(raw)) for entry_id, raw in entries]
+        """Verify, store, acknowledge and (with `publish`) announce a batch of stream entries."""
+        events = self.verified(entries)
         try:
-            self._store(events)
+            if events:
+                self._store(events)
         except (IntegrityError, DataError):
             # A batch the database refuses (not an outage): store entry by entry and set aside
             # the ones it still refuses, so one bad event never blocks everyone's provenance.
-            for entry, event in zip(entries, events, strict=True):
+            raw_of = dict(entries)
+            for entry_id, event in events:
                 try:
-                    self._store([event])
+                    self._store([(entry_id, event)])
                 except (IntegrityError, DataError) as exc:
                     self.rejected += 1
-                    log.error("recorder: event %s refused (%s); kept in %s", entry[0], str(exc).splitlines()[0],
+                    log.error("recorder: event %s refused (%s); kept in %s", entry_id, str(exc).splitlines()[0],
                               naming.EVENTS_REJECTED_STREAM)
-                    self.redis.xadd(naming.EVENTS_REJECTED_STREAM, {**entry[1], b"error": str(exc).splitlines()[0]})
+                    self.redis.xadd(naming.EVENTS_REJECTED_STREAM, {**raw_of[entry_id], b"error": str(exc).splitlines()[0]})
         ids = [entry_id for entry_id, _ in entries]
         pipe = self.redis.pipeline(transaction=False)
         pipe.xack(naming.EVENTS_STREAM, naming.RECORDER_GROUP, *ids)
@@ -178,7 +216,7 @@ class Recorder(threading.Thread):
             for _, event in events:
                 pipe.publish(event.live_channel(), json.dumps(event.live_message()))
         pipe.execute()
-        self.written += len(entries)
+        self.written += len(events)
 
     def run(self) -> None:
         backoff, own_pending, last_claim = 0.5, True, 0.0
@@ -216,6 +254,10 @@ class Recorder(threading.Thread):
                 own_pending = True
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, 10)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def consumer_name(node: str, pid: int | str) -> str:

@@ -30,7 +30,7 @@ from elasticcode.embedded.files import readable_by_others, traversable_by_others
 from elasticcode.errors import ElasticCodeError
 
 # The messaging stack whose versions must match the agent's (wire protocol, task semantics).
-RUNTIME_PACKAGES = ("celery", "kombu", "billiard", "vine", "redis", "hiredis")
+RUNTIME_PACKAGES = ("celery", "kombu", "billiard", "vine", "redis", "hiredis", "cryptography", "cffi", "pycparser")
 READY = ".elasticcode-ready"  # written last: a venv without it is an interrupted build
 VENV_FORMAT = 1  # bump when the layout of a built venv changes
 

@@ -9,7 +9,10 @@ embedded stack.
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -266,6 +269,24 @@ def make_role(db_url):
                 if cur.fetchone():
                     cur.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
                     cur.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    remove_worker_users(made)
+
+
+def remove_worker_users(roles: list[str]) -> None:
+    """The system users an agent running as root made for these roles' workers (`ecw-<hash>`)."""
+    if os.geteuid() != 0 or not shutil.which("userdel"):
+        return
+    from elasticcode.embedded.users import owner_user_name
+
+    for role in roles:
+        name = owner_user_name(role)
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        subprocess.run(["pkill", "-KILL", "-u", name], check=False, capture_output=True)
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+        subprocess.run(["groupdel", name], check=False, capture_output=True)  # its own group, if userdel left it
 
 
 @pytest.fixture

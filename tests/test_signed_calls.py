@@ -88,7 +88,7 @@ def test_unsigned_foreign_forged_and_tampered_calls_never_run(flow, db_url, serv
         before = len(dead_letters(client))
 
         anns = act_as(flow, db_url, ann, monkeypatch)
-        anns._sign()  # Ann holds a key of her own, and not Joe's
+        anns.sign_calls()  # Ann holds a key of her own, and not Joe's
         ann_key = signing.KEYS[ann]
         app = make_app(config.load().require_broker(), config.load().backend)
         sent: dict[str, str] = {}
@@ -163,3 +163,78 @@ def test_a_user_without_run_task_gets_no_key_and_one_line(flow, db_url, services
             conn.rollback()
     finally:
         conn.close()
+
+
+SECRET_CODE = '''
+def secret(tag):
+    return "secret-" + tag
+'''
+
+
+def test_results_are_sealed_and_forged_events_are_refused(flow, db_url, services, home, make_role, monkeypatch, tmp_path):
+    """Attacks 3b and 3d of the review: read another user's result from the backend with the broker
+    URL; add a forged event to the stream that rewrites another user's finished call."""
+    joe, ann = make_role(), make_role()
+    for user in (joe, ann):
+        assert flow("add", "user", "-n", user, input=f"{PASSWORD}\n{PASSWORD}\n").code == 0
+        assert flow("add", "privilege", "-u", user, "-n", "ALL").code == 0
+    repo = make_repo(tmp_path / "repo", SECRET_CODE, "sealed/box.py")
+    agent = AgentProcess(home / "agent", services).start()
+    try:
+        joes = act_as(flow, db_url, joe, monkeypatch)
+        for args in (("add", "queue", "-n", "sq"),
+                     ("add", "processor", "-n", "sp", "-g", repo.working_tree_dir, "-m", "sealed.box", "-h", "localhost"),
+                     ("add", "socket", "-n", "secret", "-q", "sq", "-pn", "sp", "-t", "secret")):
+            assert flow(*args).code == 0
+        tag = uuid.uuid4().hex
+        handle = joes.send("secret", (tag,))
+        assert handle.get(timeout=240) == f"secret-{tag}"  # Joe opens his own result
+        call = handle.id
+        client = redis_client(config.load().require_broker())
+
+        def recorded():
+            with psycopg2.connect(libpq(db_url)) as conn, conn.cursor() as cur:
+                cur.execute("SELECT state, result, owner FROM call WHERE id = %s", (call,))
+                row = cur.fetchone()
+                cur.execute("SELECT count(*), count(*) FILTER (WHERE owner <> %s) FROM event WHERE call_id = %s",
+                            (joe, call))
+                return row, cur.fetchone()
+        wait_until(lambda: recorded()[0] and recorded()[0][0] == "finished", 60, what="Joe's call recorded")
+        before = recorded()
+        assert before[0] == ("finished", f"secret-{tag}", joe)  # the recorder opened the sealed result
+
+        # With the broker URL alone, the result is ciphertext.
+        stored = client.get(f"celery-task-meta-{call}")
+        assert stored is not None and tag.encode() not in stored, stored
+        assert json.loads(stored)["result"]["ec_sealed"] == joe
+        # An event as it goes on the stream carries the result sealed, and signed.
+        from elasticcode.runtime.events import POSTRUN, CallEvent, stream_fields
+        on_stream = stream_fields(CallEvent.now(call, POSTRUN, socket="secret", user=joe, result=json.dumps(tag)))
+        assert tag not in json.dumps(on_stream) and on_stream["sig"]
+
+        anns = act_as(flow, db_url, ann, monkeypatch)
+        anns.sign_calls()
+        signing.KEYS.pop(joe, None)  # this process is Ann now: her key, not Joe's
+        app = make_app(config.load().require_broker(), config.load().backend)
+        with pytest.raises(PermissionError, match=f"belongs to {joe!r}"):
+            app.AsyncResult(call).get(timeout=10)
+
+        # Forged events for Joe's finished call: unsigned, signed with Ann's key in Joe's name,
+        # and signed by Ann as Ann (valid, but the call is not hers).
+        rejected_before = client.xlen(naming.EVENTS_REJECTED_STREAM)
+        forged = CallEvent.now(call, POSTRUN, socket="secret", processor="sp", user=joe, result=json.dumps("forged"),
+                               deliveries=99)
+        unsigned = forged.to_fields()
+        in_joes_name = dict(unsigned, sig=signing.event_signature(signing.KEYS[ann], unsigned))
+        as_ann = stream_fields(CallEvent.now(call, POSTRUN, socket="secret", processor="sp", user=ann,
+                                             result=json.dumps("forged"), deliveries=99))
+        for fields in (unsigned, in_joes_name, as_ann):
+            client.xadd(naming.EVENTS_STREAM, fields)
+        wait_until(lambda: client.xlen(naming.EVENTS_STREAM) == 0, 30, what="the recorder to take the forged events")
+        time.sleep(1)
+    finally:
+        agent.stop()
+    reasons = [entry[b"error"].decode() for _, entry in client.xrange(naming.EVENTS_REJECTED_STREAM)][rejected_before:]
+    assert len(reasons) == 2, reasons  # the two in Joe's name; Ann's own is not news about Joe's call
+    assert "not signed" in reasons[0] and "does not match" in reasons[1], reasons
+    assert recorded() == before  # 3 forged events, 0 changes to the call or its events

@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from runtime_helpers import AgentProcess, flow_json, make_repo, wait_until
 
+from elasticcode.client import settings
 from elasticcode.client.dispatch import Dispatcher
 
 pytestmark = [pytest.mark.timeout(300),
@@ -188,3 +190,64 @@ def test_a_worker_that_cannot_reach_the_broker_says_so_in_the_processor_status(f
         print(proc["status_message"])
     finally:
         agent.stop()
+
+
+def _rabbitmq_answers() -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def amqps_broker(tmp_path: Path):
+    """RabbitMQ behind TLS: socat terminates TLS (a certificate from a CA made here) in front of
+    the machine's RabbitMQ, which stays plain. What is tested is our side: the amqps:// URL."""
+    if not shutil.which("socat"):
+        pytest.skip("needs socat (apt-get install socat)")
+    if not _rabbitmq_answers():
+        pytest.skip("needs RabbitMQ on 127.0.0.1:5672")
+    shared = Path(tempfile.mkdtemp(prefix="ec-amqps-"))
+    shared.chmod(0o755)
+    ca, cert, key = make_certificates(shared / "tls")
+    port = free_port()
+    proxy = subprocess.Popen(["socat", f"OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={cert},key={key},verify=0",
+                              "TCP:127.0.0.1:5672"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _answers(port), 10, what="socat's TLS port")
+        yield f"amqps://guest:guest@127.0.0.1:{port}//?ssl_ca_certs={ca}&ssl_cert_reqs=required", ca
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_calls_over_amqps_with_a_private_ca_and_refused_without_it(flow, services, home, tmp_path, monkeypatch,
+                                                                  amqps_broker):
+    url, ca = amqps_broker
+    monkeypatch.setenv("ELASTICCODE_BROKER", url)
+    settings.reset_settings()
+    agent = AgentProcess(home / "agent-amqps", {**services, "ELASTICCODE_BROKER": url}).start()
+    try:
+        deploy(flow, Path(make_repo(tmp_path / "repo").working_tree_dir), plug=False)
+        run = flow("task", "run", "-s", f"{MODULE}.do_this", "-d", '"over amqps"', "--timeout", "120")
+        assert run.code == 0 and run.out.strip() == "Do this: over amqps", (run, agent.output()[-3000:])
+    finally:
+        agent.stop()
+    # The same URL without the CA, in a new process (kombu pools connections per process by URL):
+    # the server's certificate is not trusted, and the user gets one line.
+    env = dict(os.environ, ELASTICCODE_BROKER=url.split("?")[0])
+    done = subprocess.run([str(Path(sys.executable).parent / "flow"), "task", "run", "-s", f"{MODULE}.do_this",
+                           "-d", "1", "--timeout", "5"], env=env, capture_output=True, text=True, timeout=60)
+    message = (done.stderr + done.stdout).strip()
+    assert done.returncode != 0 and "Traceback" not in message and len(message.splitlines()) == 1, message
+    assert "CERTIFICATE_VERIFY_FAILED" in message, message

@@ -189,9 +189,10 @@ class System(Base):
 
         from elasticcode.client.settings import default_dispatcher
         from elasticcode.runtime import naming
-        from elasticcode.runtime.events import POSTRUN, PRERUN, QUEUED, RECEIVED, CallEvent
+        from elasticcode.runtime.events import POSTRUN, PRERUN, QUEUED, RECEIVED, CallEvent, stream_fields
 
         dispatcher = default_dispatcher()
+        dispatcher.sign_calls()  # the recorder writes only signed events
         redis, user = dispatcher.redis, dispatcher.user
         name = f"bench.ingest.{uuid.uuid4().hex[:8]}"
         now = time.time()
@@ -199,11 +200,12 @@ class System(Base):
         for _ in range(calls):
             call = str(uuid.uuid4())
             common = dict(socket=name, processor="bench", tracking=call, user=user)
-            entries += [CallEvent(call, QUEUED, now, **common).to_fields(),
-                        CallEvent(call, RECEIVED, now, worker="bench@host", host="host", deliveries=1, **common).to_fields(),
-                        CallEvent(call, PRERUN, now, worker="bench@host", host="host", **common).to_fields(),
-                        CallEvent(call, POSTRUN, now, worker="bench@host", host="host", duration=0.001, result="1",
-                                  **common).to_fields()]
+            entries += [stream_fields(CallEvent(call, QUEUED, now, **common)),
+                        stream_fields(CallEvent(call, RECEIVED, now, worker="bench@host", host="host", deliveries=1,
+                                                **common)),
+                        stream_fields(CallEvent(call, PRERUN, now, worker="bench@host", host="host", **common)),
+                        stream_fields(CallEvent(call, POSTRUN, now, worker="bench@host", host="host", duration=0.001,
+                                                result="1", **common))]
         while redis.xlen(naming.EVENTS_STREAM):  # start from an empty stream
             time.sleep(0.05)
         t0 = time.perf_counter()

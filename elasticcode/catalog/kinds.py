@@ -107,9 +107,13 @@ PLUG = Kind(
         Field("queue", ("-q", "--queue"), "Queue for the forwarded call (default: the target's)"),
         Field("argument", ("-a", "--argument"), "Bind the value to this named argument of the target"),
         Field("type", ("--type",), "Fire on the source's RESULT or on its ERROR", m.PLUG_TYPES, default="RESULT"),
+        Field("max_queued", ("--max-queued",), "Back pressure: the source waits while the target's queue holds this "
+              "many calls", int),
+        Field("max_bytes", ("--max-bytes",), "Back pressure: the source waits while the target's queue holds this "
+              "many bytes", int),
         DESCRIPTION,
     ),
-    ("name", "source", "target", "argument", "type", "status", "status_message", "owner"),
+    ("name", "source", "target", "argument", "type", "max_queued", "max_bytes", "status", "status_message", "owner"),
     "PLUG",
 )
 

@@ -148,6 +148,8 @@ def _prepare_plug(session: Session, values: dict, _repos: tuple[str, ...], obj: 
         values["queue_id"] = _queue(session, queue, create=create_queues).id if queue else None
     if values.get("argument"):
         _identifier(values["argument"], "argument")
+    _positive(values.get("max_queued"), "--max-queued")
+    _positive(values.get("max_bytes"), "--max-bytes")
     if source.id == target.id:
         raise ElasticCodeError(f"plug would connect socket {source.name!r} to itself: plugs may not form cycles")
     # Serialise topology changes so two concurrent adds cannot close a cycle together.

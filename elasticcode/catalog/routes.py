@@ -41,7 +41,7 @@ def build_routes(session: Session) -> RouteTable:
         if source is None or target is None:
             continue
         plugs.setdefault(source.id, []).append(
-            PlugRoute(plug.name, plug.type, target.name, target.owner, plug.argument))
+            PlugRoute(plug.name, plug.type, target.name, target.owner, plug.argument, plug.max_queued, plug.max_bytes))
         if plug.argument:
             joins.setdefault(target.id, set()).add(plug.argument)
     table = RouteTable()

@@ -19,10 +19,14 @@ from sqlalchemy.exc import ArgumentError
 from .. import config
 from ..errors import ElasticCodeError
 from ..security import redact_text
+from .api import api, user_token
+from .callcmd import call
 from .calls import ls_call, ls_calls  # noqa: F401  (registers `ls calls` and `ls call`)
 from .compose import compose
 from .context import FlowContext
 from .dbcmd import db
+from .dead import dead
+from .export import export
 from .listen import listen
 from .node import node
 from .objects import add, delete, ls, update
@@ -85,8 +89,13 @@ def flow(click_ctx: click.Context, debug: bool, db: str | None, backend: str | N
 
 
 for _command in (add, ls, update, delete, db, task, proc, agent, worker, node, listen, login, logout, whoami,
-                 user, compose, scheduler, up, down, status, top):
+                 user, compose, scheduler, up, down, status, top, dead, export):
     flow.add_command(_command)
+
+
+flow.add_command(call)  # `flow call replay`
+flow.add_command(api)  # `flow api start|stop|status|spec`
+user.add_command(user_token)  # `flow user token`
 
 
 def _load_plugins() -> None:

@@ -141,6 +141,10 @@ def _ls_command(kind: Kind):
     def command(ctx: FlowContext, name: str | None, as_json: bool) -> list[dict[str, Any]]:
         with ctx.session() as session:
             rows = catalog.rows(session, kind.name, name)
+        if kind.name == "plug":  # and whether each one's forwards wait for its target to drain now
+            from .plugstate import with_pressure
+
+            return emit(ctx, with_pressure(ctx, rows), kind.plural.title(), as_json, columns=(*kind.columns, "pressure"))
         return emit(ctx, rows, kind.plural.title(), as_json, columns=kind.columns)
 
     command.__doc__ = f"List {kind.plural}"

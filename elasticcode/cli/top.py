@@ -40,11 +40,17 @@ def node_table(record: Any, now: float) -> Table:
     return table
 
 
-def render(records: list[Any]) -> Group | Text:
+def render(records: list[Any], pressured: dict | None = None) -> Group | Text:
     if not records:
         return Text(NOTHING)
     now = time.time()
-    return Group(*(node_table(r, now) for r in records))
+    tables: list[Any] = [node_table(r, now) for r in records]
+    for (owner, plug), state in sorted((pressured or {}).items(), key=lambda item: (item[0][0], str(item[0][1]))):
+        # A plug whose forwards wait for its target's queue to drain (runtime/backpressure.py).
+        bound = state.get("max_queued") or state.get("max_bytes")
+        tables.append(Text(f"plug {plug} ({owner}) back-pressured: {state.get('queue')} holds {state.get('queued')} "
+                           f"(bound {bound})", style="bold red"))
+    return Group(*tables)
 
 
 @click.command()
@@ -85,16 +91,18 @@ def top(ctx: FlowContext, once: bool, nodes: tuple[str, ...], timeout: float | N
         click.echo(json.dumps(data, indent=2))
         return data
     console = ctx.console
+    from .plugstate import pressure_states
+
     if once:
-        console.print(render(records))
+        console.print(render(records, pressure_states(ctx)))
         return [r.to_dict() for r in records]
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        with Live(render(records), console=console, refresh_per_second=4, auto_refresh=False) as live:
+        with Live(render(records, pressure_states(ctx)), console=console, refresh_per_second=4, auto_refresh=False) as live:
             while deadline is None or time.monotonic() < deadline:
                 time.sleep(metrics.PUBLISH_EVERY if deadline is None else
                            max(0.0, min(metrics.PUBLISH_EVERY, deadline - time.monotonic())))
-                live.update(render(read()), refresh=True)
+                live.update(render(read(), pressure_states(ctx)), refresh=True)
     except KeyboardInterrupt:
         pass  # Ctrl-C is how one leaves `flow top`
     if not console.is_terminal:

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from celery import Celery
@@ -36,6 +36,9 @@ from ..security import redact_text
 # Arguments bigger than this are refused before anything is sent: a message that size slows the
 # broker for everyone and usually means data that belongs in storage, with its address passed.
 MAX_PAYLOAD_BYTES = int(os.environ.get("ELASTICCODE_MAX_PAYLOAD", str(8 << 20)))
+# A call's arguments are recorded with it (for `flow call replay`) up to this many bytes of JSON;
+# a bigger call records only its size, and a replay says why it cannot run. 0 records none.
+INPUTS_LIMIT = int(os.environ.get("ELASTICCODE_INPUTS_LIMIT", str(64 << 10)))
 
 
 class WaitingWarning(UserWarning):
@@ -48,16 +51,30 @@ class Dispatcher:
     _instances: dict[tuple, Dispatcher] = {}
     _lock = threading.Lock()
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, *, base: Dispatcher | None = None, role: str | None = None,
+                 open_session: Callable[[], Any] | None = None, key_ttl: float | None = None):
+        """`base`, `role`, `open_session` and `key_ttl` are for a server acting for many users (see
+        `as_role`); a client process uses the settings alone."""
         self.settings = settings
-        self.app: Celery = make_app(settings.require_broker(), settings.backend)
-        self.redis = coordination_client(settings.broker, settings.backend)
+        if base is None:
+            self.app: Celery = make_app(settings.require_broker(), settings.backend)
+            self.redis = coordination_client(settings.broker, settings.backend)
+        else:  # one Celery app and one Redis client for every user of a server
+            self.app, self.redis = base.app, base.redis
         self.events = EventStream(self.redis)
         self.routes = PublishedRoutes(self.redis)
         self._looked_up: dict[str, tuple[float, Route]] = {}  # sockets found in the database, not published
-        self._user: str | None = None
-        self._signing = False  # whether this process signs as `user` (runtime/signing.py)
+        self._user: str | None = role
+        self._open = open_session or (lambda: session_scope(settings.require_db()))
+        self._key_ttl = key_ttl  # seconds a call key is trusted before asking again (None: for good)
+        self._signed_at: float | None = None  # when this process last got `user`'s key (runtime/signing.py)
         self._warned: set[str] = set()
+
+    def as_role(self, role: str, open_session: Callable[[], Any], key_ttl: float | None = 60.0) -> Dispatcher:
+        """A dispatcher for `role` sharing this one's Celery app and Redis: its reads (routes, the
+        call key) go through `open_session`, a session as that role. For servers that act for many
+        users (`flow api`); a key is asked for again after `key_ttl` s (RUN_TASK may be revoked)."""
+        return Dispatcher(self.settings, base=self, role=role, open_session=open_session, key_ttl=key_ttl)
 
     @classmethod
     def for_settings(cls, settings: Settings) -> Dispatcher:
@@ -93,7 +110,7 @@ class Dispatcher:
             raise
 
     def _lookup(self, socket: str) -> Route:
-        with session_scope(self.settings.require_db()) as s:
+        with self._open() as s:
             row = s.execute(
                 select(m.Socket).options(joinedload(m.Socket.queue), joinedload(m.Socket.processor),
                                          joinedload(m.Socket.task))
@@ -107,22 +124,28 @@ class Dispatcher:
         return route
 
     def send(self, socket: str, args: tuple = (), kwargs: dict | None = None, *, tracking: str | None = None,
-             parent: str | None = None, call_id: str | None = None, **options: Any) -> AsyncResult:
-        """Record the call as queued and send it; `options` are Celery's countdown, eta, expires."""
+             parent: str | None = None, call_id: str | None = None, replay_of: str | None = None,
+             commit: str | None = None, plugs: bool = True, **options: Any) -> AsyncResult:
+        """Record the call as queued and send it; `options` are Celery's countdown, eta, expires.
+
+        A replay (`client/replay.py`) names the call it replays, may pin the commit the worker must
+        run, and may keep the call from flowing on along the socket's plugs."""
         with reaching_redis():
-            return self._send(socket, args, kwargs, tracking=tracking, parent=parent, call_id=call_id, **options)
+            return self._send(socket, args, kwargs, tracking=tracking, parent=parent, call_id=call_id,
+                              replay_of=replay_of, commit=commit, plugs=plugs, **options)
 
     def _send(self, socket: str, args: tuple, kwargs: dict | None, *, tracking: str | None, parent: str | None,
-              call_id: str | None, **options: Any) -> AsyncResult:
-        self._sign()  # first: a user who may not run calls gets the reason before anything is sent
+              call_id: str | None, replay_of: str | None = None, commit: str | None = None, plugs: bool = True,
+              **options: Any) -> AsyncResult:
+        self.sign_calls()  # first: a user who may not run calls gets the reason before anything is sent
         route = self.resolve(socket, self.routes.version)
-        check_payload(socket, args, kwargs)
+        inputs = recorded_inputs(socket, args, kwargs)
         call_id = call_id or str(uuid.uuid4())
         tracking = tracking or call_id
         # One round trip: the queued event, and the routes' version to see whether they moved.
         pipe = self.redis.pipeline(transaction=False)
         self.events.emit(CallEvent.now(call_id, QUEUED, socket=socket, processor=route.processor, tracking=tracking,
-                                       parent=parent, user=self.user), pipe=pipe)
+                                       parent=parent, user=self.user, inputs=inputs, replay_of=replay_of), pipe=pipe)
         pipe.get(naming.ROUTES_VERSION_KEY)
         version = pipe.execute()[-1]
         if version != self.routes.version:
@@ -135,6 +158,10 @@ class Dispatcher:
         headers = {naming.H_TRACKING: tracking, naming.H_USER: self.user}
         if parent:
             headers[naming.H_PARENT] = parent
+        if commit:
+            headers[naming.H_COMMIT] = commit
+        if not plugs:
+            headers[naming.H_PLUGS] = "off"
         return self.app.send_task(route.task, args=list(args), kwargs=kwargs or {}, queue=route.queue,
                                   task_id=call_id, headers=headers, **options)
 
@@ -142,18 +169,19 @@ class Dispatcher:
     def user(self) -> str | None:
         """The database role calls are made as: recorded calls belong to it (row-level security)."""
         if self._user is None:
-            with session_scope(self.settings.require_db()) as s:
+            with self._open() as s:
                 self._user = s.execute(select(func.current_user())).scalar_one()
         return self._user
 
-    def _sign(self) -> None:
-        """Sign this process's calls as `user`, with the key the database issues to holders of RUN_TASK."""
-        if self._signing:
+    def sign_calls(self) -> None:
+        """Sign this process's calls and events as `user` (and open its sealed results), with the
+        key the database issues to holders of RUN_TASK."""
+        if self._signed_at is not None and (self._key_ttl is None or time.monotonic() - self._signed_at < self._key_ttl):
             return
         from sqlalchemy.exc import DBAPIError
 
         try:
-            with session_scope(self.settings.require_db()) as s:
+            with self._open() as s:
                 key = s.execute(select(func.elasticcode_call_key())).scalar_one()
         except DBAPIError as exc:
             line = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
@@ -161,9 +189,10 @@ class Dispatcher:
                 line = "the model database predates signed calls: upgrade it with `flow db init`"
             raise ElasticCodeError(line) from None
         signing.sign_as(self.user, key)
-        self._signing = True
+        self._signed_at = time.monotonic()
 
     def result(self, call_id: str) -> AsyncResult:
+        self.sign_calls()  # the key opens the result (sealed for this user: runtime/results.py)
         return AsyncResult(call_id, app=self.app)
 
 
@@ -204,8 +233,24 @@ def wait_result(result: AsyncResult, timeout: float | None = None) -> Any:
             time.sleep(RECONNECT_PAUSE)
 
 
+def recorded_inputs(socket: str, args: tuple, kwargs: dict | None) -> str | None:
+    """The call's inputs as recorded (JSON text of {"args", "kwargs"}), after the payload check;
+    one encoding serves both. Over INPUTS_LIMIT: only the size, so a replay can say why it cannot run."""
+    encoded_args, encoded_kwargs = codec.dumps(list(args)), codec.dumps(kwargs or {})
+    size = len(encoded_args) + len(encoded_kwargs) + 3
+    check_size(socket, size)
+    if INPUTS_LIMIT <= 0:
+        return None
+    if size > INPUTS_LIMIT:
+        return f'{{"omitted": true, "bytes": {size}, "limit": {INPUTS_LIMIT}}}'
+    return f'{{"args": {encoded_args}, "kwargs": {encoded_kwargs}}}'
+
+
 def check_payload(socket: str, args: tuple, kwargs: dict | None) -> None:
-    size = len(codec.dumps([list(args), kwargs or {}]))
+    check_size(socket, len(codec.dumps([list(args), kwargs or {}])))
+
+
+def check_size(socket: str, size: int) -> None:
     if size > MAX_PAYLOAD_BYTES:
         raise ElasticCodeError(
             f"the arguments of this call to {socket} are {size / 1e6:.1f} MB, over the {MAX_PAYLOAD_BYTES / 1e6:.1f} MB "

@@ -163,6 +163,24 @@ class CallHandle(Handle):
     def counts(self) -> tuple[int, int]:
         return (1 if self.ready() else 0), 1
 
+    def replay(self, latest_code: bool = False, downstream: bool = False) -> CallHandle:
+        """Run this call again with its recorded inputs, as a new call linked to it (`replay_of`):
+        at the commit it ran, or today's with `latest_code`; along today's plugs with `downstream`."""
+        if self.ready():  # noted as done, so the replay finds its record at once (client/recorded.py)
+            try:
+                self.get(timeout=5)
+            except ElasticCodeError:
+                pass  # replaying a failed call is the point
+        return replay_call(self.id, latest_code=latest_code, downstream=downstream, settings=self._settings())
+
+
+def replay_call(call_id: str, latest_code: bool = False, downstream: bool = False, settings=None) -> CallHandle:
+    """Replay a recorded call by id (`flow call replay`, `%flow replay`): the new call's handle."""
+    from .replay import send_replay
+
+    sent, socket = send_replay(call_id, latest_code=latest_code, downstream=downstream, settings=settings)
+    return CallHandle(sent, socket)
+
 
 class WorkflowHandle(Handle):
     """A running pipeline/parallel/funnel; `.id` is the root id every one of its calls carries."""

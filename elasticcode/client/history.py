@@ -38,7 +38,7 @@ def _explain_refusal(url: str) -> None:
 
 def history(socket: str | None = None, root: str | None = None, since: datetime | timedelta | str | None = None,
             state: str | None = None, limit: int | None = None, settings: Settings | None = None, *,
-            results: bool | str = False, combinators: bool = False) -> pd.DataFrame:
+            results: bool | str = False, combinators: bool = False, replay_of: str | None = None) -> pd.DataFrame:
     """Calls, oldest first: filter by socket name, flow-run root id, start time, state; cap with limit.
 
     `since` takes a datetime, a timedelta (that long ago) or an ISO string. Timestamps are UTC
@@ -54,6 +54,10 @@ def history(socket: str | None = None, root: str | None = None, since: datetime 
 
     The rows pipeline/parallel/funnel write for themselves (processor `workflow`) are left out
     unless `combinators=True`: without them, a groupby over `name` counts socket calls only.
+
+    `replay_of` (a column, and a filter here): the call a row replays (`flow call replay`).
+    `cpu_seconds` and `peak_memory` (bytes): what the call's function used, measured in the pool
+    process around it (`runtime/cost.py`); `commit`: the git commit of the code it ran.
     """
     from .settings import default_settings
 
@@ -75,6 +79,9 @@ def history(socket: str | None = None, root: str | None = None, since: datetime 
     if state:
         where.append("state = %s")
         params.append(state)
+    if replay_of:
+        where.append("replay_of = %s")
+        params.append(replay_of)
     if not combinators:
         where.append("(processor IS DISTINCT FROM %s OR name <> ALL(%s))")
         params += [COMBINATOR_PROCESSOR, list(COMBINATORS)]

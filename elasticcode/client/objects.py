@@ -135,10 +135,12 @@ class Plug:
 
     def __init__(self, name: str, source: Socket | str, target: Socket | str, queue: Any = None,
                  argument: str | None = None, type: str | None = None, description: str | None = None,
-                 processor: Any = None, user: Any = None, **_ignored: Any):
+                 processor: Any = None, user: Any = None, max_queued: int | None = None,
+                 max_bytes: int | None = None, **_ignored: Any):
         self.name = name
         self.plug = _upsert("plug", name, dict(source=_name_of(source), target=_name_of(target), queue=_queue_name(queue),
-                                               argument=argument, type=type, description=description))
+                                               argument=argument, type=type, description=description,
+                                               max_queued=max_queued, max_bytes=max_bytes))
 
     def __repr__(self) -> str:
         return f"Plug({self.name!r})"

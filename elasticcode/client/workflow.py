@@ -86,6 +86,7 @@ class Run:
     def node(self, name: str, parent: str | None, call_id: str | None = None):
         """Record a combinator as a call of its own (its children name it as parent)."""
         call_id = call_id or str(uuid.uuid4())
+        self.dispatcher.sign_calls()  # its events are signed like its calls
         self.events.emit(CallEvent.now(call_id, PRERUN, socket=name, processor=WORKFLOW, tracking=self.root,
                                        parent=parent, user=self.dispatcher.user))
         return call_id

@@ -84,7 +84,7 @@ def init(url: str, progress: Progress = lambda _: None) -> None:
 
 
 # Tables the migrations make that no model maps (secrets only SQL functions read: call keys).
-MIGRATION_ONLY_TABLES = ("call_key",)
+MIGRATION_ONLY_TABLES = ("call_key", "api_token")
 
 DROP_FUNCTIONS = text(
     "DO $$ DECLARE f regprocedure; BEGIN "

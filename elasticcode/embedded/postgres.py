@@ -29,10 +29,12 @@ from .processes import last_meaningful_line, live_process, pick_free_port, port_
 ADMIN_ROLE = "elasticcode_admin"
 SERVICE_ROLE = "elasticcode_agent"  # what agents and recorders log in as: a member of elasticcode_service
 SERVICE_GROUP = "elasticcode_service"
+API_ROLE = "elasticcode_apiserver"  # what the API server logs in as: a member of elasticcode_api (migration 0010)
+API_GROUP = "elasticcode_api"
 DATABASE = "elasticcode"
 HOST = "127.0.0.1"
 _RESERVED_ROLES = {"public", "none", "current_user", "current_role", "session_user", "system_user", ADMIN_ROLE,
-                   SERVICE_ROLE}
+                   SERVICE_ROLE, API_ROLE}
 
 
 def app_role_for_login() -> str:
@@ -223,6 +225,26 @@ def ensure_service_role(home: Path, port: int) -> str:
                             "PASSWORD {}").format(verb, sql.Identifier(SERVICE_ROLE), sql.Literal(verifier)))
         cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(SERVICE_GROUP), sql.Identifier(SERVICE_ROLE)))
     return SERVICE_ROLE
+
+
+def ensure_api_role(home: Path, port: int) -> str:
+    """The API server's login role, made like the agents' (`ensure_service_role`): no superuser, no
+    BYPASSRLS, and no rights but its membership of elasticcode_api, which may only switch to the
+    roles of users who asked for a token (migration 0010). Returns the role name."""
+    passwords = read_pgpass(home)
+    with contextlib.closing(connect(home, port)) as conn:
+        conn.autocommit = True
+        cur = conn.cursor()
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (API_GROUP,))
+        if not cur.fetchone():
+            cur.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(sql.Identifier(API_GROUP)))
+        verifier = scram_verifier(_password(home, passwords, API_ROLE))
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (API_ROLE,))
+        verb = sql.SQL("ALTER") if cur.fetchone() else sql.SQL("CREATE")
+        cur.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOREPLICATION "
+                            "PASSWORD {}").format(verb, sql.Identifier(API_ROLE), sql.Literal(verifier)))
+        cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(API_GROUP), sql.Identifier(API_ROLE)))
+    return API_ROLE
 
 
 def _clear_stale_pid(pg: dict) -> None:

@@ -87,6 +87,18 @@ def ensure_service_role(home: Path) -> str:
         return _urls(home, state).service_db
 
 
+def ensure_api_role(home: Path) -> str:
+    """Create (or repair) the API server's login role on the running stack; returns its URL."""
+    home = _home(home)
+    with locked(home):
+        state = load_state(home) or {}
+        pg = state.get("postgres")
+        if not pg or "app_role" not in state:
+            raise ServiceUnavailable("the local stack is not set up: run `flow up`")
+        port = postgres.running_port(pg)
+        return postgres.url(home, port, postgres.ensure_api_role(home, port))
+
+
 def down(home: Path, progress: Callable[[str], None] = _quiet) -> list[str]:
     """Stop both services, keeping their data; names of those that were running."""
     home = _home(home)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import ssl
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from celery import Celery
+from celery.app import backends
 
 from . import codec
+from .results import sealed_backend_class
 
 VISIBILITY_TIMEOUT = 3600  # seconds; longer than any call should run, or Redis redelivers it early
 DEFAULT_QUEUE = "elasticcode.default"
@@ -16,13 +19,51 @@ def is_redis(url: str | None) -> bool:
     return bool(url) and urlsplit(url).scheme in ("redis", "rediss", "redis+socket", "socket", "unix")
 
 
+class ElasticCodeCelery(Celery):
+    """Celery, with results sealed for the user of each call in a Redis backend (`results.py`)."""
+
+    def _get_backend(self):
+        backend_cls, url = backends.by_url(self.backend_cls or self.conf.result_backend, self.loader)
+        return sealed_backend_class(backend_cls)(app=self, url=url)
+
+
+# TLS options in an amqps:// URL, named as in rediss:// URLs (redis-py's), and py-amqp's names for them.
+_AMQPS_OPTIONS = {"ssl_ca_certs": "ca_certs", "ssl_certfile": "certfile", "ssl_keyfile": "keyfile",
+                  "ssl_cert_reqs": "cert_reqs"}
+_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+
+
+def amqps_options(broker: str) -> tuple[str, dict | None]:
+    """An amqps:// URL without its TLS options, and the options for Celery's `broker_use_ssl`.
+
+    kombu reads no TLS options from an AMQP URL (only from `broker_use_ssl`), so one URL could not
+    name a private CA; this takes `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile` and `ssl_cert_reqs`
+    from it, as rediss:// URLs do. Without them the server is verified against the system's CAs."""
+    parts = urlsplit(broker)
+    if parts.scheme != "amqps":
+        return broker, None
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    options: dict = {_AMQPS_OPTIONS[k]: v for k, v in query if k in _AMQPS_OPTIONS}
+    if not options:
+        return broker, None
+    reqs = str(options.get("cert_reqs", "required")).lower().removeprefix("cert_")
+    if reqs not in _CERT_REQS:
+        raise ValueError(f"ssl_cert_reqs={options['cert_reqs']!r} in the broker URL: use required, optional or none")
+    options["cert_reqs"] = _CERT_REQS[reqs]
+    rest = urlencode([(k, v) for k, v in query if k not in _AMQPS_OPTIONS])
+    return urlunsplit(parts._replace(query=rest)), options
+
+
 def make_app(broker: str, backend: str | None = None, name: str = "elasticcode",
              visibility_timeout: int = VISIBILITY_TIMEOUT) -> Celery:
     codec.install()
-    app = Celery(name, broker=broker, backend=backend or None, set_as_current=False)
+    broker, broker_ssl = amqps_options(broker)
+    app = ElasticCodeCelery(name, broker=broker, backend=backend or None, set_as_current=False)
     transport = {"visibility_timeout": visibility_timeout}
     if urlsplit(broker).scheme in ("amqp", "pyamqp", "amqps"):
         transport["confirm_publish"] = True  # a publish returns only once RabbitMQ has the message
+    if broker_ssl:
+        app.conf.broker_use_ssl = broker_ssl
     app.conf.update(
         # JSON only: pickle is never accepted, in either direction.
         task_serializer="json",

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from . import naming
+from . import naming, signing
 
 # Event names, in the order a call goes through them.
 QUEUED = "queued"  # the client sent the message
@@ -29,8 +29,9 @@ DEAD = "dead"  # dead-lettered after too many deliveries
 EVENT_NAMES = (QUEUED, RECEIVED, PRERUN, POSTRUN, FAILURE, DEAD)
 
 # Call states, ranked: a call's state only moves forward, whatever order its events arrive in
-# (a late `received` never undoes `finished`; a redelivery that finishes overrides `failed`).
-STATES = ("queued", "received", "running", "failed", "finished", "dead")
+# (a late `received` never undoes `finished`; a redelivery that finishes overrides `failed`; a
+# dead-lettered call retried with `flow dead retry` moves on from `dead`).
+STATES = ("queued", "received", "running", "dead", "failed", "finished")
 RANK = {state: rank for rank, state in enumerate(STATES)}
 STATE_OF_EVENT = {QUEUED: "queued", RECEIVED: "received", PRERUN: "running", POSTRUN: "finished",
                   FAILURE: "failed", DEAD: "dead"}
@@ -42,6 +43,7 @@ CALL_COLUMNS: dict[str, str] = {
     "parent": "text", "argument": "text", "worker": "text", "host": "text", "deliveries": "int",
     "created": "time", "received": "time", "started": "time", "finished": "time", "duration": "float",
     "error": "text", "result": "json",
+    "replay_of": "text", "commit": "text", "cpu_seconds": "float", "peak_memory": "int", "inputs": "json",
 }
 # What a listing of calls shows (`flow ls calls`, call trees).
 CALL_SUMMARY = ("id", "name", "state", "owner", "received", "started", "finished", "duration", "tracking", "parent",
@@ -78,6 +80,11 @@ class CallEvent:
     result: str | None = None  # the result's JSON text, when small enough
     error: str | None = None
     trace: str | None = None
+    commit: str | None = None  # the git commit of the code that ran it (prerun and after)
+    inputs: str | None = None  # {"args": [...], "kwargs": {...}} as JSON text, on `queued` (for replay)
+    replay_of: str | None = None  # the call this one replays, on `queued`
+    cpu_seconds: float | None = None  # CPU time the function used, on the ending event
+    peak_memory: int | None = None  # peak resident bytes of the pool process during the call, same
 
     @classmethod
     def now(cls, call: str, event: str, **values: Any) -> CallEvent:
@@ -101,6 +108,10 @@ class CallEvent:
             values["duration"] = float(values["duration"])
         if values["deliveries"] is not None:
             values["deliveries"] = int(values["deliveries"])
+        if values["cpu_seconds"] is not None:
+            values["cpu_seconds"] = float(values["cpu_seconds"])
+        if values["peak_memory"] is not None:
+            values["peak_memory"] = int(values["peak_memory"])
         return cls(e["call"], e["event"], float(e["ts"]), **values)
 
     @property
@@ -115,8 +126,11 @@ class CallEvent:
         """What `flow listen -c task` prints and the notebook graph counts (channel `ec.<processor>.task`)."""
         message = {"channel": LIVE_CHANNEL, "state": self.event, "call": self.call, "socket": self.socket,
                    "date": self.at.isoformat(), "room": self.processor}
-        if self.error:
-            message["error"] = self.error
+        # Who and which flow run: the API server filters a user's events by them (`/ws/events`).
+        for key, value in (("owner", self.user), ("tracking", self.tracking), ("duration", self.duration),
+                           ("error", self.error)):
+            if value:
+                message[key] = value
         return message
 
     @classmethod
@@ -143,10 +157,12 @@ def fold(row: dict[str, Any] | None, event: CallEvent) -> dict[str, Any]:
     at = event.at
     if row is None:
         row = {"id": event.call, "state": "queued", "created": at}
+    elif event.user and row.get("owner") not in (None, event.user):
+        return row  # a call is its user's: another user's event about it is not news about it
     state = advance(row["state"], event.event)
     if state:
         row["state"] = state
-    for key in ("processor", "tracking", "parent", "argument", "worker", "host"):
+    for key in ("processor", "tracking", "parent", "argument", "worker", "host", "commit", "replay_of"):
         value = getattr(event, key)
         if value:
             row[key] = value
@@ -166,6 +182,12 @@ def fold(row: dict[str, Any] | None, event: CallEvent) -> dict[str, Any]:
             row["error"] = event.error
         if event.result:
             row["result"] = json.loads(event.result)
+        if event.cpu_seconds is not None:
+            row["cpu_seconds"] = event.cpu_seconds
+        if event.peak_memory is not None:
+            row["peak_memory"] = event.peak_memory
+    if event.inputs:
+        row["inputs"] = json.loads(event.inputs)
     if event.deliveries:
         row["deliveries"] = max(event.deliveries, row.get("deliveries", 0))
     return row
@@ -185,8 +207,13 @@ class EventStream:
         self.client = client
 
     def emit(self, event: CallEvent, pipe: Any = None) -> None:
-        (pipe or self.client).xadd(naming.EVENTS_STREAM, event.to_fields())
+        (pipe or self.client).xadd(naming.EVENTS_STREAM, stream_fields(event))
 
 
-__all__ = ["CallEvent", "EventStream", "fold", "fold_all", "advance",
+def stream_fields(event: CallEvent) -> dict[str, str]:
+    """An event as it goes on the stream: signed, its result sealed, for its user (`signing.py`)."""
+    return signing.sign_event(event.to_fields())
+
+
+__all__ = ["CallEvent", "EventStream", "stream_fields", "fold", "fold_all", "advance",
            "EVENT_NAMES", "STATES", "RANK", "STATE_OF_EVENT", "CALL_COLUMNS", "CALL_SUMMARY"]

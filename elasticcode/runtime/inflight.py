@@ -21,7 +21,7 @@ from celery import bootsteps
 
 from . import naming
 from .batcher import Batcher
-from .events import CallEvent
+from .events import CallEvent, stream_fields
 
 
 class TakenLog:
@@ -42,7 +42,7 @@ class TakenLog:
     def _flush(self, batch: list[tuple[CallEvent, str | None]]) -> None:
         pipe = self.events.pipeline(transaction=False)
         for event, _ in batch:
-            pipe.xadd(naming.EVENTS_STREAM, event.to_fields())
+            pipe.xadd(naming.EVENTS_STREAM, stream_fields(event))
         tags = {tag: event.call for event, tag in batch if tag}
         if tags and self.client is not None:
             target = pipe if self.same else self.client.pipeline(transaction=False)
@@ -79,6 +79,49 @@ def restore(client: redis.Redis, qos: Any, key: str, keep: set[str] = frozenset(
     return restored
 
 
+# Messages popped off a queue whose entry in kombu's unacked hash could not be written (the
+# connection broke between the two: kombu's BRPOP and its unacked write are not one atomic
+# step). Nothing in Redis holds them any more; this process puts them back after reconnecting.
+_UNRECORDED: list[tuple[str, dict, str, str]] = []  # (delivery tag, raw message, exchange, routing key)
+
+
+def guard_unacked_append() -> None:
+    """Wrap kombu's Redis `QoS.append` so that a message it failed to record is not lost."""
+    from kombu.transport import redis as kombu_redis
+
+    original = kombu_redis.QoS.append
+    if getattr(original, "ec_guarded", False):
+        return
+
+    def append(self: Any, message: Any, delivery_tag: str) -> None:
+        try:
+            original(self, message, delivery_tag)
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            info = message.delivery_info
+            _UNRECORDED.append((delivery_tag, message._raw, info["exchange"], info["routing_key"]))
+            raise
+
+    append.ec_guarded = True  # type: ignore[attr-defined]
+    kombu_redis.QoS.append = append
+
+
+def restore_unrecorded(channel: Any) -> list[str]:
+    """Put back, at the head of their queues, the messages `guard_unacked_append` kept; returns their ids."""
+    restored = []
+    with channel.conn_or_acquire() as client:
+        while _UNRECORDED:
+            tag, raw, exchange, routing_key = _UNRECORDED[0]
+            if client.hexists(naming.KOMBU_UNACKED_KEY, tag):  # the write did land; only its reply was lost
+                channel.qos.restore_by_tag(tag, client=client, leftmost=True)
+            else:
+                pipe = client.pipeline()
+                channel._do_restore_message(raw, exchange, routing_key, pipe, leftmost=True)
+                pipe.execute()
+            _UNRECORDED.pop(0)
+            restored.append(str((raw.get("headers") or {}).get("id", tag)))
+    return restored
+
+
 class RestoreAfterReconnect(bootsteps.StartStopStep):
     """A consumer step: each time the consumer starts again after a lost broker connection, put
     back the messages this process took before (it can never acknowledge them now)."""
@@ -91,6 +134,10 @@ class RestoreAfterReconnect(bootsteps.StartStopStep):
 
     def start(self, c: Any) -> None:
         self.starts += 1
+        unrecorded = restore_unrecorded(c.connection.default_channel) if _UNRECORDED else []
+        if unrecorded:
+            print(f"elasticcode: connection to the broker restored; put back {len(unrecorded)} call(s) taken off "
+                  f"their queue as the connection broke: {', '.join(unrecorded)}", flush=True)
         log: TakenLog | None = getattr(c.app, "ec_taken", None)
         if self.starts == 1 or log is None or log.client is None:
             return

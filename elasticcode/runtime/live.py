@@ -100,7 +100,7 @@ class LiveWorker:
 
     def state(self, applied: bool = True) -> dict:
         return {"pid": os.getpid(), "code": self.code, "live": self.spec.live_fingerprint(), "applied": applied,
-                "tasks": sorted(self.served)}
+                "tasks": sorted(self.served), "commit": self.spec.commit}
 
     # -- the main process ---------------------------------------------------------------------------
 

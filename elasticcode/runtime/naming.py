@@ -27,6 +27,8 @@ H_ARGUMENT = "ec_argument"  # argument name a plug bound the value to
 H_USER = "ec_user"  # role that made the call
 H_PLUG = "ec_plug"  # plug that forwarded it
 H_SIGNATURE = "ec_sig"  # the call signed with its user's key (runtime/signing.py)
+H_COMMIT = "ec_commit"  # a replay: run only on a worker at this git commit (`flow call replay`)
+H_PLUGS = "ec_plugs"  # "off": a replay that does not flow on along the socket's plugs
 
 JOIN_NAMESPACE = uuid.UUID("5d1f8a84-8c1e-4f43-9d59-2a0d3cbb1a6e")
 
@@ -82,6 +84,20 @@ def ready_key(worker: str, pid: int) -> str:
     """Set by a worker process once it consumes (value: what it runs, JSON; `runtime/live.py`),
     removed when it stops: the agent's readiness check in a rolling restart."""
     return f"ec:live:{worker}:{pid}"
+
+
+def ready_pattern(processor: str) -> str:
+    """The ready keys (`ready_key`) of every worker process of a processor, as a Redis SCAN pattern."""
+    escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in processor)
+    return f"ec:live:{escaped}@*"
+
+
+def pressure_key(owner: str, plug: str) -> str:
+    """Set (with a short expiry) while a forward along the plug waits for the target's queue to drain."""
+    return f"ec:pressure:{owner}:{plug}"
+
+
+PRESSURE_PATTERN = "ec:pressure:*"
 
 
 def join_key(target_socket: str, tracking: str) -> str:

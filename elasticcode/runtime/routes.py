@@ -26,6 +26,8 @@ class PlugRoute:
     target: str  # socket name
     target_owner: str
     argument: str | None = None  # bound argument of the target (an argument join)
+    max_queued: int | None = None  # back pressure: forwards wait while the target's queue holds more messages
+    max_bytes: int | None = None  # ... or more bytes (runtime/backpressure.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,8 @@ class Route:
     def from_json(cls, data: dict[str, Any]) -> Route:
         # Fields this reader does not know (published by a newer agent) are left out, not an error.
         values = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        values["plugs"] = tuple(PlugRoute(**plug) for plug in data.get("plugs", ()))
+        values["plugs"] = tuple(PlugRoute(**{k: v for k, v in plug.items() if k in PlugRoute.__dataclass_fields__})
+                                for plug in data.get("plugs", ()))
         values["join"] = tuple(data.get("join", ()))
         return cls(**values)
 

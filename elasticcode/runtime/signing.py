@@ -11,21 +11,27 @@ user, changed on the way, or sent while the owner lacks RUN_TASK) is refused: ne
 dead-lettered with the reason, recorded as `dead`, and the sender's `.get()` raises the reason.
 The calls a worker sends along its plugs are signed with the same key, in the same way.
 
+Call events are signed the same way (`event_fields`, field `sig`: an HMAC over all the other
+fields), by the client for `queued` and by the worker for the rest, each with the key of the
+event's user; the recorder writes only events that verify with that user's key, and only into
+that user's calls (`kernel_agent/recorder.py`). Their `result` and `inputs` fields are sealed
+for the user (`sealing.py`), like the results in the backend (`results.py`).
+
 What it does not stop (README, Known limits): a signed message copied from the broker can be
-published again (same call id: the delivery counter dead-letters it after a few deliveries);
-events on the stream and results in the backend are not signed yet.
+published again (same call id: the delivery counter dead-letters it after a few deliveries).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from typing import Any
 
 from celery.signals import before_task_publish
 from kombu.serialization import dumps
 
-from . import codec, naming
+from . import codec, naming, sealing
 
 KEYS: dict[str, str] = {}  # user -> call key: this process signs the calls it sends as these users
 _installed = False
@@ -36,10 +42,11 @@ def _text(value: Any) -> str:
 
 
 def signature(key: str, call_id: str, task: str, user: str | None, parent: str | None, tracking: str | None,
-              body: bytes) -> str:
-    """The HMAC-SHA256 (hex) of a call: its identity and its body as sent."""
+              body: bytes, commit: str | None = None, plugs: str | None = None) -> str:
+    """The HMAC-SHA256 (hex) of a call: its identity, what it may run on and whether it flows on
+    along plugs (a replay's `ec_commit`, `ec_plugs`), and its body as sent."""
     message = "\n".join((_text(call_id), _text(task), _text(user), _text(parent), _text(tracking),
-                         hashlib.sha256(body).hexdigest())).encode()
+                         hashlib.sha256(body).hexdigest(), _text(commit), _text(plugs))).encode()
     return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
@@ -60,7 +67,8 @@ def _sign_outgoing(body: Any = None, headers: dict | None = None, **_: Any) -> N
         return
     _, _, data = dumps(body, serializer="json")
     headers[naming.H_SIGNATURE] = signature(key, headers.get("id"), headers.get("task"), user,
-                                            headers.get(naming.H_PARENT), headers.get(naming.H_TRACKING), _raw(data))
+                                            headers.get(naming.H_PARENT), headers.get(naming.H_TRACKING), _raw(data),
+                                            headers.get(naming.H_COMMIT), headers.get(naming.H_PLUGS))
 
 
 def sign_as(user: str, key: str) -> None:
@@ -84,7 +92,7 @@ def refusal(owner: str, key: str | None, headers: dict, body: bytes) -> str | No
     if not sig:
         return "not signed: calls are sent with an ElasticCode client (Socket, flow task run), not raw send_task"
     expected = signature(key, headers.get("id"), headers.get("task"), user, headers.get(naming.H_PARENT),
-                         headers.get(naming.H_TRACKING), body)
+                         headers.get(naming.H_TRACKING), body, headers.get(naming.H_COMMIT), headers.get(naming.H_PLUGS))
     if not hmac.compare_digest(expected, str(sig)):
         return f"the signature does not match: not signed with {owner!r}'s key, or changed on the way"
     return None
@@ -103,11 +111,66 @@ def verifying_strategy(task: Any, app: Any, consumer: Any, **kwargs: Any):
         why = refusal(runtime.owner, runtime.call_key, headers, _raw(message.body))
         if why is None:
             return handle(message, body, ack, reject, callbacks, **options)
-        runtime.refuse(task, headers, why)
+        runtime.refuse(task, headers, why, message)
         message.ack()
         return None
 
     return task_message_handler
 
 
-__all__ = ["KEYS", "sign_as", "signature", "refusal", "verifying_strategy"]
+# -- call events -------------------------------------------------------------------------------
+
+EVENT_SIGNATURE = "sig"  # the stream field that carries an event's signature
+SEALED_EVENT_FIELDS = ("result", "inputs")  # what only the call's user may read
+
+
+def event_signature(key: str, fields: dict[str, str]) -> str:
+    """The HMAC-SHA256 (hex) of an event's stream fields (all but the signature), in canonical JSON."""
+    body = json.dumps({k: v for k, v in fields.items() if k != EVENT_SIGNATURE}, sort_keys=True,
+                      separators=(",", ":"))
+    return hmac.new(key.encode(), b"elasticcode event\n" + body.encode(), hashlib.sha256).hexdigest()
+
+
+def sign_event(fields: dict[str, str]) -> dict[str, str]:
+    """Seal and sign an event's stream fields with its user's key, when this process holds it."""
+    user = fields.get("user")
+    key = KEYS.get(user) if user else None
+    if key is None:
+        return fields
+    for name in SEALED_EVENT_FIELDS:
+        if name in fields:
+            fields[name] = json.dumps(sealing.seal(key, user, fields["call"], fields[name].encode()))
+    fields[EVENT_SIGNATURE] = event_signature(key, fields)
+    return fields
+
+
+def event_refusal(fields: dict[str, str], key: str | None) -> str | None:
+    """Why the recorder may not write an event (None: it may): it must verify with its user's key."""
+    user = fields.get("user")
+    if not user:
+        return "names no user"
+    if key is None:
+        return f"{user!r} holds no call key (no RUN_TASK right)"
+    sig = fields.get(EVENT_SIGNATURE)
+    if not sig:
+        return "not signed"
+    if not hmac.compare_digest(event_signature(key, fields), sig):
+        return f"the signature does not match {user!r}'s key"
+    return None
+
+
+def open_event(fields: dict[str, str], key: str) -> dict[str, str]:
+    """A verified event's fields with the sealed ones opened (ValueError if one does not open)."""
+    out = dict(fields)
+    for name in SEALED_EVENT_FIELDS:
+        if name in out:
+            sealed = json.loads(out[name])
+            if not sealing.is_sealed(sealed):
+                raise ValueError(f"field {name!r} is not sealed")
+            out[name] = sealing.open_sealed(key, out["call"], sealed).decode()
+    out.pop(EVENT_SIGNATURE, None)
+    return out
+
+
+__all__ = ["KEYS", "sign_as", "signature", "refusal", "verifying_strategy", "EVENT_SIGNATURE", "SEALED_EVENT_FIELDS",
+           "event_signature", "sign_event", "event_refusal", "open_event"]

@@ -9,6 +9,7 @@ events in batches.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 import uuid
@@ -19,7 +20,9 @@ from celery import Celery, Task
 from celery.exceptions import Ignore
 
 from . import codec, naming
-from .events import DEAD, FAILURE, POSTRUN, PRERUN, RESULT_LIMIT, CallEvent, EventStream
+from .backpressure import BackPressure, QueueGauge
+from .cost import CostMeter
+from .events import DEAD, FAILURE, POSTRUN, PRERUN, QUEUED, RESULT_LIMIT, CallEvent, EventStream
 from .joins import Joins
 from .routes import PublishedRoutes, Route
 from .workerspec import DEFAULT_MAX_DELIVERIES
@@ -34,16 +37,28 @@ def _header(request: Any, key: str) -> str | None:
     return value
 
 
+# The headers that make a call what it is: kept with a dead letter, so a retry sends the same call.
+CALL_HEADERS = (naming.H_TRACKING, naming.H_PARENT, naming.H_ARGUMENT, naming.H_USER, naming.H_PLUG,
+                naming.H_SIGNATURE, naming.H_COMMIT, naming.H_PLUGS)
+
+
+def _call_headers(headers: dict) -> dict:
+    return {k: headers[k] for k in CALL_HEADERS if headers.get(k) is not None}
+
+
 class SocketRuntime:
     """What the tasks of one worker share: the event stream, joins and the published routes."""
 
     def __init__(self, app: Celery, redis_client, processor: str, owner: str, worker_name: str, host: str,
-                 max_deliveries: int = DEFAULT_MAX_DELIVERIES, call_key: str | None = None):
+                 max_deliveries: int = DEFAULT_MAX_DELIVERIES, call_key: str | None = None, commit: str | None = None):
         self.app, self.redis = app, redis_client
         self.processor, self.owner, self.worker_name, self.host = processor, owner, worker_name, host
         self.call_key = call_key  # calls run only if signed with it (runtime/signing.py)
+        self.commit = commit  # the git commit of the code this worker runs (recorded with each call)
         self.events, self.joins, self.routes = EventStream(redis_client), Joins(redis_client), PublishedRoutes(redis_client)
         self.max_deliveries = max_deliveries
+        self.meter = CostMeter()
+        self.pressure = BackPressure(QueueGauge(app, app.conf.broker_url), redis_client, owner, worker_name)
 
     # -- the call ---------------------------------------------------------------------------
     # Only the prerun pipeline (one Redis round trip) is on the path to the caller's result:
@@ -56,7 +71,8 @@ class SocketRuntime:
         prerun = CallEvent.now(call_id, PRERUN, socket=socket, processor=self.processor,
                                tracking=_header(request, naming.H_TRACKING) or call_id,
                                parent=_header(request, naming.H_PARENT), argument=_header(request, naming.H_ARGUMENT),
-                               user=_header(request, naming.H_USER), worker=self.worker_name, host=self.host)
+                               user=_header(request, naming.H_USER), worker=self.worker_name, host=self.host,
+                               commit=self.commit)
         pipe = self.redis.pipeline(transaction=False)
         pipe.incr(naming.deliveries_key(call_id))
         pipe.expire(naming.deliveries_key(call_id), naming.DELIVERY_TTL_SECONDS)
@@ -67,14 +83,23 @@ class SocketRuntime:
         if deliveries > self.max_deliveries:
             self._dead_letter(task, prerun, args, kwargs, deliveries)
         request.ec_prerun, request.ec_deliveries, request.ec_started = prerun, deliveries, time.time()
-        return func(*args, **kwargs)
+        pinned = _header(request, naming.H_COMMIT)
+        if pinned and self.commit and pinned != self.commit:
+            raise CommitMismatch(f"this replay runs only at commit {pinned[:12]}, and worker {self.worker_name} runs "
+                                 f"{self.commit[:12]} (the processor moved on meanwhile): replay with --latest-code")
+        cpu = self.meter.start()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            request.ec_cost = self.meter.stop(cpu)
 
     def _ending(self, request: Any, event: str, **values: Any) -> CallEvent:
         """The call's closing event: the prerun event's fields, with the outcome and timings."""
         prerun: CallEvent = request.ec_prerun
         now = time.time()
+        cpu, peak = getattr(request, "ec_cost", None) or (None, None)
         return dataclasses.replace(prerun, event=event, ts=now, duration=now - request.ec_started,
-                                   deliveries=request.ec_deliveries, **values)
+                                   deliveries=request.ec_deliveries, cpu_seconds=cpu, peak_memory=peak, **values)
 
     def succeeded(self, task: Any, result: Any) -> None:
         request = task.request
@@ -85,7 +110,8 @@ class SocketRuntime:
         # The plugs first: the next call should not wait for this one's event (both are sent
         # before the message is acked, so a crash in between repeats both, loses neither).
         try:
-            self._forward(done, "RESULT", result, encoded, version=getattr(request, "ec_routes", None))
+            if _header(request, naming.H_PLUGS) != "off":
+                self._forward(done, "RESULT", result, encoded, version=getattr(request, "ec_routes", None))
         finally:
             self.events.emit(done)
 
@@ -97,23 +123,33 @@ class SocketRuntime:
         trace = str(getattr(einfo, "traceback", "") or "")[-4000:]
         done = self._ending(request, FAILURE, error=error, trace=trace)
         try:
-            self._forward(done, "ERROR", {"error": error, "socket": done.socket, "call": done.call},
-                          version=getattr(request, "ec_routes", None))
+            if _header(request, naming.H_PLUGS) != "off":
+                self._forward(done, "ERROR", {"error": error, "socket": done.socket, "call": done.call},
+                              version=getattr(request, "ec_routes", None))
         finally:
             self.events.emit(done)
 
-    def refuse(self, task: Any, headers: dict, why: str) -> None:
+    def refuse(self, task: Any, headers: dict, why: str, message: Any = None) -> None:
         """A message whose signature does not hold: set aside with the reason, never run. No result
-        and no call event: its call id may be someone else's, which a forger must not overwrite."""
+        and no call event: its call id may be someone else's, which a forger must not overwrite.
+        The entry keeps the message as it came (body, headers, queue), so that a call refused only
+        because its owner lacked RUN_TASK then can be retried with its signature (`flow dead retry`)."""
+        body = getattr(message, "body", None)
         entry = codec.dumps({"call": headers.get("id"), "socket": getattr(task, "socket", None), "refused": why,
-                             "sent_as": headers.get(naming.H_USER), "worker": self.worker_name, "at": time.time()})
+                             "sent_as": headers.get(naming.H_USER), "worker": self.worker_name, "at": time.time(),
+                             "task": headers.get("task"), "headers": _call_headers(headers),
+                             "queue": (getattr(message, "delivery_info", None) or {}).get("routing_key"),
+                             "body": body.decode() if isinstance(body, bytes) else body})
         self.redis.lpush(naming.DEAD_LETTER_LIST, entry)
         logger.warning("refused call %s to %s: %s", headers.get("id"), getattr(task, "socket", "?"), why)
 
     def _dead_letter(self, task, prerun: CallEvent, args, kwargs, deliveries) -> None:
         """A message that killed its worker too often goes aside instead of looping forever."""
+        request = task.request
         entry = codec.dumps({"call": prerun.call, "socket": prerun.socket, "args": args, "kwargs": kwargs,
-                             "deliveries": deliveries, "at": time.time()})
+                             "deliveries": deliveries, "at": time.time(), "task": task.name,
+                             "queue": (getattr(request, "delivery_info", None) or {}).get("routing_key"),
+                             "headers": _call_headers({k: _header(request, k) for k in CALL_HEADERS})})
         self.redis.lpush(naming.DEAD_LETTER_LIST, entry)
         error = f"dead-lettered after {deliveries - 1} deliveries (see the {naming.DEAD_LETTER_LIST} list)"
         self.events.emit(dataclasses.replace(prerun, event=DEAD, ts=time.time(), error=error, deliveries=deliveries))
@@ -135,6 +171,10 @@ class SocketRuntime:
                 continue
             headers = {naming.H_PARENT: done.call, naming.H_TRACKING: done.tracking, naming.H_USER: done.user,
                        naming.H_PLUG: plug.name, naming.H_ARGUMENT: plug.argument}
+            if plug.max_queued or plug.max_bytes:
+                if encoded is None:
+                    encoded = codec.dumps(value)
+                self.pressure.wait(plug, target.queue, len(encoded))
             if plug.argument:
                 joined = self.joins.arrive(plug.target, done.tracking or done.call, plug.argument,
                                            encoded if encoded is not None else codec.dumps(value),
@@ -143,13 +183,31 @@ class SocketRuntime:
                     continue  # other arguments still to come
                 kwargs = {name: codec.loads(raw) for name, raw in joined.items()}
                 headers[naming.H_ARGUMENT] = ",".join(sorted(joined))
-                self.send(target, (), kwargs, headers, naming.join_call_id(plug.target, done.tracking or done.call))
+                call_id = naming.join_call_id(plug.target, done.tracking or done.call)
+                self._record_join(call_id, target, headers, joined)
+                self.send(target, (), kwargs, headers, call_id)
             else:
                 self.send(target, (value,), {}, headers, str(uuid.uuid4()))
+
+    def _record_join(self, call_id: str, target: Route, headers: dict, joined: dict[str, str]) -> None:
+        """A joined call's inputs come from several calls: record them (as their JSON texts, no
+        encoding) on a queued event, so the call can be replayed. A plain plug's call needs none:
+        its one argument is its parent's recorded result (or error)."""
+        size = sum(len(raw) + len(name) + 4 for name, raw in joined.items())
+        inputs = ('{"args": [], "kwargs": {' + ", ".join(f"{json.dumps(name)}: {raw}" for name, raw in sorted(joined.items()))
+                  + "}}") if size <= RESULT_LIMIT else json.dumps({"omitted": True, "bytes": size, "limit": RESULT_LIMIT})
+        self.events.emit(CallEvent.now(call_id, QUEUED, socket=target.socket, processor=target.processor,
+                                       tracking=headers.get(naming.H_TRACKING), parent=headers.get(naming.H_PARENT),
+                                       argument=headers.get(naming.H_ARGUMENT), user=headers.get(naming.H_USER),
+                                       inputs=inputs))
 
     def send(self, target: Route, args: tuple, kwargs: dict, headers: dict, task_id: str) -> None:
         self.app.send_task(target.task, args=args, kwargs=kwargs, queue=target.queue,
                            task_id=task_id, headers={k: v for k, v in headers.items() if v is not None})
+
+
+class CommitMismatch(RuntimeError):
+    """A replay pinned to a commit reached a worker that runs another one."""
 
 
 class SocketTask(Task):

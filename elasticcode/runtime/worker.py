@@ -21,7 +21,7 @@ from .app import is_redis, make_app
 from .autoscale import Autoscaler
 from .connections import coordination_client, coordination_url, redis_client
 from .events import RECEIVED, CallEvent
-from .inflight import RestoreAfterReconnect, TakenLog
+from .inflight import RestoreAfterReconnect, TakenLog, guard_unacked_append
 from .live import LiveConsumer, LiveWorker
 from .sockettask import SocketRuntime
 from .workerspec import EXIT_BAD_CODE, WorkerSpec
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     host = spec.node or naming.node_name()
     worker_name = naming.worker_name(spec.processor, host)
     runtime = SocketRuntime(app, client, spec.processor, spec.owner, worker_name, host, spec.max_deliveries,
-                            call_key=spec.call_key)
+                            call_key=spec.call_key, commit=spec.commit)
     if spec.call_key:
         signing.sign_as(spec.owner, spec.call_key)  # the calls its plugs make are its owner's
     live = LiveWorker(app, runtime, spec_path, spec, worker_name, client)  # the sockets follow the spec file
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
                      same_redis=coordination_url(spec.broker, spec.backend) == spec.broker)
     app.ec_taken = taken
     if broker_redis:
+        guard_unacked_append()
         app.steps["consumer"].add(RestoreAfterReconnect)
 
     @task_received.connect(weak=False)

@@ -227,10 +227,14 @@ class Plug(Named, Base):
     queue_id: Mapped[str | None] = mapped_column(UUID, ForeignKey("queue.id", ondelete="SET NULL"))
     argument: Mapped[str | None] = mapped_column(String(255))
     status_message: Mapped[str | None] = mapped_column(Text)  # why an agent marked it `error`
+    # Back pressure: the source waits while the target's queue holds more (NULL: no bound).
+    max_queued: Mapped[int | None] = mapped_column(Integer)
+    max_bytes: Mapped[int | None] = mapped_column(BigInteger)
     __table_args__ = (
         UniqueConstraint("owner", "name"),
         CheckConstraint(f"type IN {PLUG_TYPES}", name="type"),
         CheckConstraint("source_id <> target_id", name="no_self_loop"),
+        CheckConstraint("(max_queued IS NULL OR max_queued > 0) AND (max_bytes IS NULL OR max_bytes > 0)", name="bounds"),
     )
 
     source: Mapped[Socket] = relationship(back_populates="sourceplugs", foreign_keys=[source_id])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -35,6 +35,11 @@ class Call(Owned, Base):
     duration: Mapped[float | None] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict | None] = mapped_column(JSONB)
+    inputs: Mapped[dict | None] = mapped_column(JSONB)  # {"args": [...], "kwargs": {...}}, for replay
+    replay_of: Mapped[str | None] = mapped_column(UUID)  # the call this one replays
+    cpu_seconds: Mapped[float | None] = mapped_column(Float)  # measured in the pool process
+    peak_memory: Mapped[int | None] = mapped_column(BigInteger)  # bytes
+    commit: Mapped[str | None] = mapped_column(String(64))  # the git commit of the code it ran
 
     events: Mapped[list[Event]] = relationship(back_populates="call", cascade="all, delete-orphan", order_by="Event.created")
 
@@ -45,6 +50,7 @@ class Call(Owned, Base):
         Index("ix_call_name_created", "name", "created"),  # history(socket=...) filters by name
         Index("ix_call_created", "created"),
         Index("ix_call_state", "state"),
+        Index("ix_call_replay_of", "replay_of"),
     )
 
 
