@@ -395,3 +395,24 @@ def test_events_of_a_call_go_out_in_the_order_of_its_life():
     assert [m["state"] for m in seq.push(ev("a", "received"), 0.3)] == ["received"]  # a redelivery: at once
     assert seq.push(ev("b", "postrun"), 1.0) == [] and seq.expire(1.0 + HOLD / 2) == []
     assert [m["state"] for m in seq.expire(1.0 + HOLD)] == ["postrun"]  # its start was before we listened
+
+
+def test_a_server_whose_home_forgets_it_stops_by_itself(api_login, admin_url, redis_base, tmp_path_factory):
+    """A stack purged without `flow down` (its run folder deleted) leaves no API server behind."""
+    import psutil
+
+    from elasticcode.api import server
+
+    home = tmp_path_factory.mktemp("apiforget")
+    env = {"ELASTICCODE_HOME": str(home), "ELASTICCODE_DB": admin_url, "ELASTICCODE_API_DB": api_login,
+           "ELASTICCODE_BROKER": redis_base, "ELASTICCODE_BACKEND": redis_base}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        mp.delenv("ELASTICCODE_INI", raising=False)
+        started = server.start(home, home / "elasticcode.ini", port=0)
+    process = psutil.Process(started["pid"])
+    time.sleep(3)  # it has seen its state file name it
+    server.state_path(home).unlink()
+    process.wait(15)  # raises psutil.TimeoutExpired if it keeps running
+    assert "Traceback" not in (home / "api.log").read_text()

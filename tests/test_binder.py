@@ -78,12 +78,14 @@ def test_postbuild_installs_the_repository_into_a_fresh_environment(tmp_path):
 def short_home():
     """A HOME short enough for the Redis socket path (tmp_path can be too long); stack purged after."""
     from elasticcode import embedded
+    from elasticcode.api import server as api_server
     from elasticcode.cli import local_agent
 
     base = Path(tempfile.mkdtemp(prefix="ecb-"))
     yield base
     home = base / ".elasticcode"
     local_agent.stop(home)
+    api_server.stop(home)  # `flow up` started it; purge alone would leave it to notice by itself
     embedded.purge(home)
     shutil.rmtree(base, ignore_errors=True)
 

@@ -44,11 +44,13 @@ def free_port() -> int:
 def stack_home():
     """A private ELASTICCODE_HOME, short enough for the Redis socket path; the stack purged after."""
     from elasticcode import embedded
+    from elasticcode.api import server as api_server
     from elasticcode.cli import local_agent
 
     base = Path(tempfile.mkdtemp(prefix="ecw-"))
     yield base / "home"
     local_agent.stop(base / "home")
+    api_server.stop(base / "home")  # `flow up` started it; purge alone would leave it to notice by itself
     embedded.purge(base / "home")
     shutil.rmtree(base, ignore_errors=True)
 

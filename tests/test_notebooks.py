@@ -20,11 +20,13 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 def notebook_home(tmp_path_factory):
     """A fresh ELASTICCODE_HOME per notebook: each starts with `%flow up` like a new user would."""
     from elasticcode import embedded
+    from elasticcode.api import server as api_server
     from elasticcode.cli import local_agent
 
     home = tmp_path_factory.mktemp("nb") / "home"
     yield home
     local_agent.stop(home)
+    api_server.stop(home)  # `flow up` started it; purge alone would leave it to notice by itself
     embedded.purge(home)
 
 

@@ -88,7 +88,8 @@ def start(home: Path, ini: Path, host: str = DEFAULT_HOST, port: int | None = No
     log = log_path(home)
     offset = log.stat().st_size if log.exists() else 0
     with open(log, "ab") as out:
-        process = subprocess.Popen([sys.executable, "-m", MODULE, "--host", host, "--port", str(port)], stdout=out,
+        process = subprocess.Popen([sys.executable, "-m", MODULE, "--host", host, "--port", str(port),
+                                    "--state", str(state_path(home))], stdout=out,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
     state_path(home).write_text(json.dumps({"pid": process.pid, "host": host, "port": port}))
     url = f"http://{_url_host(host)}:{port}"
