@@ -37,6 +37,8 @@ MAX_STARTED = 100_000  # calls whose prerun time is kept while they run (the old
 MAX_SAMPLES = 20_000  # samples kept per socket window
 EVENT_QUEUE = 2_000  # messages a WebSocket client may have waiting
 METRICS_QUEUE = 5
+IDLE_STOP = 300.0  # seconds without a live client or a /metrics scrape before the hubs stop reading
+REAP_EVERY = 10.0
 
 
 class Subscriber:
@@ -230,6 +232,7 @@ class MetricsHub:
         self.subscribers: set[Subscriber] = set()
         self.figures: list[dict[str, Any]] = []  # per socket, with its owner (EventHub.socket_figures)
         self.task: asyncio.Task | None = None
+        self.ticked = asyncio.Event()  # set after the first figures are in
         self._client = None
 
     def _latest(self) -> list[Any]:
@@ -250,6 +253,7 @@ class MetricsHub:
                 log.warning("live metrics: %s", str(exc).splitlines()[0] if str(exc) else exc)
                 self._client = None
             self.figures = self.events.socket_figures()  # once per tick, whoever listens
+            self.ticked.set()
             tick = {"type": "tick", "ts": time.time()}
             for subscriber in list(self.subscribers):
                 subscriber.offer(tick)
@@ -284,18 +288,57 @@ def _merged(sockets: list[dict], key: str) -> float | None:
 
 
 class Hubs:
+    """The live feeds, read only while someone uses them.
+
+    Reading every call's live message costs CPU on every call, which on a small machine is taken
+    from the calls themselves (`flow up` starts this server for everyone). So the hubs start
+    with the first `/ws/events`, `/ws/metrics` or `/metrics` request and stop once nobody has
+    listened for `IDLE_STOP` seconds (a Prometheus scrape every 15 s keeps them going)."""
+
     def __init__(self, client_factory: Callable[[], Any]):
+        self.client_factory = client_factory
         self.events = EventHub(client_factory)
         self.metrics = MetricsHub(client_factory, self.events)
+        self.running = False
+        self.last_used = 0.0
+        self.reaper: asyncio.Task | None = None
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.events.start(loop)
-        self.metrics.task = loop.create_task(self.metrics.run())
+        """At the server's start: only the task that stops idle hubs."""
+        self.reaper = asyncio.get_running_loop().create_task(self._reap())
 
-    async def close(self) -> None:
+    async def use(self, wait: float = 5.0) -> None:
+        """Start the hubs if they are stopped (waiting up to `wait` s for their first figures)."""
+        self.last_used = time.monotonic()
+        if not self.running:
+            loop = asyncio.get_running_loop()
+            self.events = EventHub(self.client_factory)  # fresh ones: a stopped hub's thread has ended
+            self.metrics = MetricsHub(self.client_factory, self.events)
+            self.events.start(loop)
+            self.metrics.task = loop.create_task(self.metrics.run())
+            self.running = True
+        import anyio
+
+        await anyio.to_thread.run_sync(self.events.ready.wait, wait)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.metrics.ticked.wait(), wait)
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(REAP_EVERY)
+            idle = time.monotonic() - self.last_used > IDLE_STOP
+            if self.running and idle and not self.events.subscribers and not self.metrics.subscribers:
+                await self._stop()
+
+    async def _stop(self) -> None:
+        self.running = False
         self.events.close()
         if self.metrics.task:
             self.metrics.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.metrics.task
+
+    async def close(self) -> None:
+        if self.reaper:
+            self.reaper.cancel()
+        await self._stop()

@@ -163,6 +163,7 @@ async def ws_events(websocket: WebSocket, processor: str | None = Query(None), s
         return [m for m in batch if m.get("type") != "event" or m.get("owner") is not None or known.get(m.get("call"))]
 
     subscriber = Subscriber(admit, EVENT_QUEUE)
+    await api.hubs.use()
     await _serve(websocket, api, token_text, visible, subscriber, api.hubs.events.subscribers, render)
 
 
@@ -180,6 +181,7 @@ async def ws_metrics(websocket: WebSocket, processor: str | None = Query(None), 
         return [api.hubs.metrics.view(visible, node=node, processor=processor, ts=m["ts"]) if m.get("type") == "tick"
                 else m for m in batch]
 
+    await api.hubs.use()
     await _serve(websocket, api, token_text, visible, subscriber, api.hubs.metrics.subscribers, render)
 
 
@@ -244,4 +246,5 @@ def prometheus_metrics(api: Api, bearer: Bearer) -> Response:
     visible.role = role
     visible.processor_ids = {str(r[0]) for r in rows}
     visible.processor_names = {r[1] for r in rows}
+    anyio.from_thread.run(api.hubs.use)  # the first scrape starts the live feeds (per socket: from then on)
     return Response(_prometheus(api.hubs.metrics.view(visible)), media_type="text/plain; version=0.0.4; charset=utf-8")
