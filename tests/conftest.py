@@ -128,16 +128,15 @@ def admin_url(pg_server: str) -> Iterator[str]:
         conn.close()
 
 
-@pytest.fixture(scope="session")
-def service_url(admin_url: str, pg_server: str, tmp_path_factory) -> Iterator[str]:
-    """URL of a login role of this run that is what an agent connects as: a member of
-    elasticcode_service, no superuser, no BYPASSRLS (as `flow up` makes `elasticcode_agent`)."""
+def group_login(admin_url: str, pg_server: str, folder: Path, group: str, prefix: str) -> Iterator[str]:
+    """A login role of this run in `group`, no superuser, no BYPASSRLS, its password in a 0600
+    passfile (as `flow up` makes its own logins); its URL, and the role dropped afterwards."""
     from sqlalchemy.engine import make_url
 
     from elasticcode.security import new_password, pgpass_line, scram_verifier, write_private_file
 
-    role, password = f"ec_agent_{uuid.uuid4().hex[:8]}", new_password()
-    passfile = tmp_path_factory.mktemp("service") / "pgpass"
+    role, password = f"{prefix}_{uuid.uuid4().hex[:8]}", new_password()
+    passfile = folder / "pgpass"
     url = make_url(admin_url)
     write_private_file(passfile, pgpass_line(url.host or "localhost", role, password))
     conn = psycopg2.connect(pg_server)
@@ -145,7 +144,7 @@ def service_url(admin_url: str, pg_server: str, tmp_path_factory) -> Iterator[st
     with conn.cursor() as cur:
         cur.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD {}").format(
             sql.Identifier(role), sql.Literal(scram_verifier(password))))
-        cur.execute(sql.SQL("GRANT elasticcode_service TO {}").format(sql.Identifier(role)))
+        cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(role)))
     try:
         yield url.set(username=role, password=None, query={**url.query, "passfile": str(passfile)}).render_as_string(
             hide_password=False)
@@ -154,6 +153,13 @@ def service_url(admin_url: str, pg_server: str, tmp_path_factory) -> Iterator[st
         with conn.cursor() as cur:
             cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
         conn.close()
+
+
+@pytest.fixture(scope="session")
+def service_url(admin_url: str, pg_server: str, tmp_path_factory) -> Iterator[str]:
+    """URL of a login role of this run that is what an agent connects as: a member of
+    elasticcode_service, no superuser, no BYPASSRLS (as `flow up` makes `elasticcode_agent`)."""
+    yield from group_login(admin_url, pg_server, tmp_path_factory.mktemp("service"), "elasticcode_service", "ec_agent")
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -24,10 +23,8 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 from runtime_helpers import FUNCTIONS, AgentProcess, make_repo, wait_until
-from sqlalchemy.engine import make_url
 
-from elasticcode.db.engine import dispose_all, get_engine
-from elasticcode.security import new_password, pgpass_line, scram_verifier, write_private_file
+from elasticcode.db.engine import get_engine
 
 pytestmark = pytest.mark.timeout(240)
 PASSWORD = "s3cret-pass"
@@ -39,24 +36,9 @@ ARROW = "application/vnd.apache.arrow.stream"
 @pytest.fixture(scope="module")
 def api_login(admin_url, pg_server, tmp_path_factory):
     """The API server's login: a plain role in elasticcode_api (as `flow up` makes one), its password in a 0600 file."""
-    role, password = f"ec_api_{uuid.uuid4().hex[:8]}", new_password()
-    passfile = tmp_path_factory.mktemp("api") / "pgpass"
-    url = make_url(admin_url)
-    write_private_file(passfile, pgpass_line(url.host or "localhost", role, password))
-    conn = psycopg2.connect(pg_server)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD {}").format(
-            sql.Identifier(role), sql.Literal(scram_verifier(password))))
-        cur.execute(sql.SQL("GRANT elasticcode_api TO {}").format(sql.Identifier(role)))
-    try:
-        yield url.set(username=role, password=None, query={**url.query, "passfile": str(passfile)}).render_as_string(
-            hide_password=False)
-    finally:
-        dispose_all()
-        with conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
-        conn.close()
+    from conftest import group_login
+
+    yield from group_login(admin_url, pg_server, tmp_path_factory.mktemp("api"), "elasticcode_api", "ec_api")
 
 
 @pytest.fixture(scope="module")

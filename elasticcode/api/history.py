@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import io
 from datetime import datetime
-from typing import Any
 
 import pandas as pd
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from ..catalog import rights
-from ..client.history import COLUMNS, COMBINATOR_PROCESSOR, COMBINATORS, SELECTED, TIMES
+from ..client.history import copy_frame, history_query
 
 ARROW = "application/vnd.apache.arrow.stream"
 PARQUET = "application/vnd.apache.parquet"
@@ -27,42 +26,9 @@ def history_frame(session: Session, socket: str | None = None, root: str | None 
                   combinators: bool = False) -> pd.DataFrame:
     if not session.execute(text("SELECT elasticcode_has_right('LS_CALLS')")).scalar():
         rights.require(session, "LS_CALLS")  # the one-line refusal
-    where: list[str] = []
-    params: list[Any] = []
-    if socket:
-        where.append("name = %s")
-        params.append(socket)
-    if root:
-        where.append("(tracking = %s OR id = %s)")
-        params += [root, root]
-    if since is not None:
-        where.append("created >= %s")
-        params.append(since)
-    if state:
-        where.append("state = %s")
-        params.append(state)
-    if not combinators:
-        where.append("(processor IS DISTINCT FROM %s OR name <> ALL(%s))")
-        params += [COMBINATOR_PROCESSOR, list(COMBINATORS)]
-    columns = SELECTED + (["result"] if results else [])
-    query = f"SELECT {', '.join(columns)} FROM call"  # fixed column list; values bound below
-    if where:
-        query += " WHERE " + " AND ".join(where)
-    query += " ORDER BY created, id"
-    if limit is not None:
-        query += " LIMIT %s"
-        params.append(int(limit))
-    buffer = io.StringIO()
-    raw = session.connection().connection.dbapi_connection
-    with raw.cursor() as cur:
-        bound = cur.mogrify(query, params).decode()
-        cur.copy_expert(f"COPY ({bound}) TO STDOUT WITH (FORMAT csv, HEADER true)", buffer)
-    buffer.seek(0)
-    dtypes = {**COLUMNS, **({"result": "string"} if results else {})}
-    frame = pd.read_csv(buffer, dtype=dtypes, keep_default_na=False, na_values={c: [""] for c in dtypes})
-    for column in TIMES:
-        frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
-    return frame
+    query, params = history_query(socket, root, since, state, limit, results, combinators)
+    with session.connection().connection.dbapi_connection.cursor() as cur:
+        return copy_frame(cur, query, params, "string" if results else None)
 
 
 def to_arrow(frame: pd.DataFrame) -> bytes:

@@ -64,24 +64,29 @@ def history(socket: str | None = None, root: str | None = None, since: datetime 
     if results not in RESULT_MODES:
         raise ElasticCodeError(f"results={results!r} is not one of False, True or 'all'")
     settings = settings or default_settings()
+    if isinstance(since, timedelta):
+        since = datetime.now().astimezone() - since
+    query, params = history_query(socket, root, since, state, limit, bool(results), combinators, replay_of)
+    frame = _copy(settings.require_db(), query, params, results)
+    if results:
+        values = _decoded(frame["result"])
+        if results == "all":
+            _fetch_big(frame, values, settings)
+        frame["result"] = object_column(values, frame.index)
+    return frame
+
+
+def history_query(socket: str | None = None, root: str | None = None, since: Any = None, state: str | None = None,
+                  limit: int | None = None, results: bool = False, combinators: bool = False,
+                  replay_of: str | None = None) -> tuple[str, list]:
+    """`history()`'s SELECT and its bound values (the API's `/history` runs the same one)."""
     where, params = [], []
-    if socket:
-        where.append("name = %s")
-        params.append(socket)
-    if root:
-        where.append("(tracking = %s OR id = %s)")
-        params += [root, root]
-    if since is not None:
-        if isinstance(since, timedelta):
-            since = datetime.now().astimezone() - since
-        where.append("created >= %s")
-        params.append(since)
-    if state:
-        where.append("state = %s")
-        params.append(state)
-    if replay_of:
-        where.append("replay_of = %s")
-        params.append(replay_of)
+    for clause, values, wanted in (("name = %s", [socket], socket), ("(tracking = %s OR id = %s)", [root, root], root),
+                                   ("created >= %s", [since], since is not None), ("state = %s", [state], state),
+                                   ("replay_of = %s", [replay_of], replay_of)):
+        if wanted:
+            where.append(clause)
+            params += values
     if not combinators:
         where.append("(processor IS DISTINCT FROM %s OR name <> ALL(%s))")
         params += [COMBINATOR_PROCESSOR, list(COMBINATORS)]
@@ -93,14 +98,21 @@ def history(socket: str | None = None, root: str | None = None, since: datetime 
     if limit is not None:
         query += " LIMIT %s"
         params.append(int(limit))
-    frame = _copy(settings.require_db(), query, params, results)
+    return query, params
+
+
+def copy_frame(cursor: Any, query: str, params: list, result_dtype: str | None = None) -> pd.DataFrame:
+    """The rows of `query` as `history()`'s frame, read with COPY on a psycopg2 cursor: its columns
+    and dtypes, times as UTC datetimes (and `result` as JSON text of `result_dtype`, when selected)."""
+    buffer = io.StringIO()
+    bound = cursor.mogrify(query, params).decode()
+    cursor.copy_expert(f"COPY ({bound}) TO STDOUT WITH (FORMAT csv, HEADER true)", buffer)
+    buffer.seek(0)
+    # A result is JSON text; SQL NULL (no result recorded) arrives as an empty field.
+    dtypes = {**COLUMNS, **({"result": result_dtype} if result_dtype else {})}
+    frame = pd.read_csv(buffer, dtype=dtypes, keep_default_na=False, na_values={c: [""] for c in dtypes})
     for column in TIMES:
         frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
-    if results:
-        values = _decoded(frame["result"])
-        if results == "all":
-            _fetch_big(frame, values, settings)
-        frame["result"] = object_column(values, frame.index)
     return frame
 
 
@@ -115,7 +127,6 @@ def object_column(values: list, index: pd.Index) -> pd.Series:
 
 
 def _copy(url: str, query: str, params: list, results: Any) -> pd.DataFrame:
-    buffer = io.StringIO()
     raw = get_engine(url).raw_connection()
     try:
         with raw.cursor() as cur:
@@ -124,15 +135,11 @@ def _copy(url: str, query: str, params: list, results: Any) -> pd.DataFrame:
             if not cur.fetchone()[0]:
                 raw.rollback()
                 _explain_refusal(url)
-            bound = cur.mogrify(query, params).decode()
-            cur.copy_expert(f"COPY ({bound}) TO STDOUT WITH (FORMAT csv, HEADER true)", buffer)
+            frame = copy_frame(cur, query, params, "object" if results else None)
         raw.commit()
     finally:
         raw.close()
-    buffer.seek(0)
-    # A result is JSON text; SQL NULL (no result recorded) arrives as an empty field.
-    dtypes = {**COLUMNS, **({"result": "object"} if results else {})}
-    return pd.read_csv(buffer, dtype=dtypes, keep_default_na=False, na_values={c: [""] for c in COLUMNS})
+    return frame
 
 
 def _decoded(texts: pd.Series) -> list:
