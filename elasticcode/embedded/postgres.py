@@ -209,42 +209,34 @@ def ensure_service_role(home: Path, port: int) -> str:
     """The agents' login role: no superuser, no BYPASSRLS, no CREATEROLE/CREATEDB; what it may do
     comes from its membership of elasticcode_service (migration 0003). Its generated password is
     kept in the password file like the others. Returns the role name."""
-    passwords = read_pgpass(home)
-    with contextlib.closing(connect(home, port)) as conn:
-        conn.autocommit = True
-        cur = conn.cursor()
-        # The migration makes the group role too; whichever runs first wins (both tolerate the other).
-        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (SERVICE_GROUP,))
-        if not cur.fetchone():
-            cur.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(SERVICE_GROUP)))
-        verifier = scram_verifier(_password(home, passwords, SERVICE_ROLE))
-        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (SERVICE_ROLE,))
-        # ALTER as well: a role left by an older stack must lose any attribute it should not have.
-        verb = sql.SQL("ALTER") if cur.fetchone() else sql.SQL("CREATE")
-        cur.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOREPLICATION "
-                            "PASSWORD {}").format(verb, sql.Identifier(SERVICE_ROLE), sql.Literal(verifier)))
-        cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(SERVICE_GROUP), sql.Identifier(SERVICE_ROLE)))
-    return SERVICE_ROLE
+    return _ensure_group_login(home, port, SERVICE_GROUP, sql.SQL("NOLOGIN"), SERVICE_ROLE)
 
 
 def ensure_api_role(home: Path, port: int) -> str:
-    """The API server's login role, made like the agents' (`ensure_service_role`): no superuser, no
-    BYPASSRLS, and no rights but its membership of elasticcode_api, which may only switch to the
-    roles of users who asked for a token (migration 0010). Returns the role name."""
+    """The API server's login role, made like the agents': no superuser, no BYPASSRLS, and no
+    rights but its membership of elasticcode_api, which may only switch to the roles of users who
+    asked for a token (migration 0010). Returns the role name."""
+    return _ensure_group_login(home, port, API_GROUP, sql.SQL("NOLOGIN NOINHERIT"), API_ROLE)
+
+
+def _ensure_group_login(home: Path, port: int, group: str, group_attributes: sql.Composable, role: str) -> str:
+    """`role`, a login of `group` and nothing more, its generated password in the password file."""
     passwords = read_pgpass(home)
     with contextlib.closing(connect(home, port)) as conn:
         conn.autocommit = True
         cur = conn.cursor()
-        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (API_GROUP,))
+        # The migrations make the group roles too; whichever runs first wins (both tolerate the other).
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (group,))
         if not cur.fetchone():
-            cur.execute(sql.SQL("CREATE ROLE {} NOLOGIN NOINHERIT").format(sql.Identifier(API_GROUP)))
-        verifier = scram_verifier(_password(home, passwords, API_ROLE))
-        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (API_ROLE,))
+            cur.execute(sql.SQL("CREATE ROLE {} {}").format(sql.Identifier(group), group_attributes))
+        verifier = scram_verifier(_password(home, passwords, role))
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+        # ALTER as well: a role left by an older stack must lose any attribute it should not have.
         verb = sql.SQL("ALTER") if cur.fetchone() else sql.SQL("CREATE")
         cur.execute(sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOREPLICATION "
-                            "PASSWORD {}").format(verb, sql.Identifier(API_ROLE), sql.Literal(verifier)))
-        cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(API_GROUP), sql.Identifier(API_ROLE)))
-    return API_ROLE
+                            "PASSWORD {}").format(verb, sql.Identifier(role), sql.Literal(verifier)))
+        cur.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(group), sql.Identifier(role)))
+    return role
 
 
 def _clear_stale_pid(pg: dict) -> None:
