@@ -79,11 +79,8 @@ def ensure_service_role(home: Path) -> str:
     """Create (or repair) the agents' login role on the running stack; returns its URL."""
     home = _home(home)
     with locked(home):
-        state = load_state(home) or {}
-        pg = state.get("postgres")
-        if not pg or "app_role" not in state:
-            raise ServiceUnavailable("the local stack is not set up: run `flow up`")
-        postgres.ensure_service_role(home, postgres.running_port(pg))
+        state, port = _running(home)
+        postgres.ensure_service_role(home, port)
         return _urls(home, state).service_db
 
 
@@ -91,12 +88,17 @@ def ensure_api_role(home: Path) -> str:
     """Create (or repair) the API server's login role on the running stack; returns its URL."""
     home = _home(home)
     with locked(home):
-        state = load_state(home) or {}
-        pg = state.get("postgres")
-        if not pg or "app_role" not in state:
-            raise ServiceUnavailable("the local stack is not set up: run `flow up`")
-        port = postgres.running_port(pg)
+        _, port = _running(home)
         return postgres.url(home, port, postgres.ensure_api_role(home, port))
+
+
+def _running(home: Path) -> tuple[dict, int]:
+    """The stack's state and its PostgreSQL's port (under the home's lock), or why there is none."""
+    state = load_state(home) or {}
+    pg = state.get("postgres")
+    if not pg or "app_role" not in state:
+        raise ServiceUnavailable("the local stack is not set up: run `flow up`")
+    return state, postgres.running_port(pg)
 
 
 def down(home: Path, progress: Callable[[str], None] = _quiet) -> list[str]:
