@@ -7,13 +7,16 @@ agent that sees it die restores its messages, `kernel_agent/redelivery.py`), or 
 loses its broker connection (Celery cancels the calls it was running, since their channel is
 gone: `worker_cancel_long_running_tasks_on_connection_loss`; the worker restores them itself as
 soon as it is connected again, `RestoreAfterReconnect`). Each worker process logs the delivery
-tags it takes under its own key; entries whose message was acknowledged are pruned now and then.
+tags it takes under its own key, in the same MULTI/EXEC as kombu's own unacked entry
+(`guard_unacked_append`), so no message is ever held unacknowledged without its process's log
+naming it; entries whose message was acknowledged are pruned now and then.
 Restoring uses kombu's own `restore_by_tag`: atomically out of the unacked hash and back at the
 head of the message's queue, marked redelivered.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
@@ -26,30 +29,23 @@ from .events import CallEvent, stream_fields
 
 class TakenLog:
     """What the worker's main process records about each message it takes, off its event loop and
-    in one batched round trip: the `received` event (the call-event stream) and, with a Redis
-    broker, the delivery tag (the in-flight log, in the broker's Redis). When both are one Redis,
-    as on the embedded stack, they share one pipeline."""
+    in one batched round trip: the `received` event (the call-event stream). The delivery tags
+    themselves are logged under `key` by `guard_unacked_append`, atomically with kombu's unacked
+    entry; this prunes them."""
 
-    def __init__(self, events: redis.Redis, broker: redis.Redis | None, worker: str, pid: int, same_redis: bool):
-        self.events, self.client, self.same = events, broker, same_redis and broker is not None
+    def __init__(self, events: redis.Redis, broker: redis.Redis | None, worker: str, pid: int):
+        self.events, self.client = events, broker
         self.key = naming.inflight_key(worker, pid)
-        self.batcher: Batcher[tuple[CallEvent, str | None]] = Batcher(
-            self._flush, "ec-taken", idle=self.prune if broker is not None else None)
+        self.batcher: Batcher[CallEvent] = Batcher(self._flush, "ec-taken",
+                                                   idle=self.prune if broker is not None else None)
 
-    def took(self, received: CallEvent, delivery_tag: str | None) -> None:
-        self.batcher.put((received, delivery_tag if self.client is not None else None))
+    def took(self, received: CallEvent) -> None:
+        self.batcher.put(received)
 
-    def _flush(self, batch: list[tuple[CallEvent, str | None]]) -> None:
+    def _flush(self, batch: list[CallEvent]) -> None:
         pipe = self.events.pipeline(transaction=False)
-        for event, _ in batch:
+        for event in batch:
             pipe.xadd(naming.EVENTS_STREAM, stream_fields(event))
-        tags = {tag: event.call for event, tag in batch if tag}
-        if tags and self.client is not None:
-            target = pipe if self.same else self.client.pipeline(transaction=False)
-            target.hset(self.key, mapping=tags)
-            target.expire(self.key, naming.INFLIGHT_TTL_SECONDS)
-            if target is not pipe:
-                target.execute()  # the tags first: a lost event is superseded by prerun, a lost tag is not
         pipe.execute()
 
     def prune(self) -> None:
@@ -85,21 +81,31 @@ def restore(client: redis.Redis, qos: Any, key: str, keep: set[str] = frozenset(
 _UNRECORDED: list[tuple[str, dict, str, str]] = []  # (delivery tag, raw message, exchange, routing key)
 
 
-def guard_unacked_append() -> None:
-    """Wrap kombu's Redis `QoS.append` so that a message it failed to record is not lost."""
+def guard_unacked_append(inflight_key: str) -> None:
+    """Replace kombu's Redis `QoS.append` (which records a taken message in its unacked hash and
+    index) with one that also logs the delivery tag under `inflight_key` in the same MULTI/EXEC,
+    and keeps a message it failed to record so that it is not lost."""
     from kombu.transport import redis as kombu_redis
+    from kombu.transport import virtual
+    from kombu.utils.json import dumps
 
-    original = kombu_redis.QoS.append
-    if getattr(original, "ec_guarded", False):
+    if getattr(kombu_redis.QoS.append, "ec_guarded", False):
         return
 
     def append(self: Any, message: Any, delivery_tag: str) -> None:
+        info = message.delivery_info
+        call = str((message.headers or {}).get("id") or delivery_tag)
         try:
-            original(self, message, delivery_tag)
+            with self.pipe_or_acquire() as pipe:  # a transaction (MULTI/EXEC): all of it or none
+                pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
+                pipe.hset(self.unacked_key, delivery_tag, dumps([message._raw, info["exchange"], info["routing_key"]]))
+                pipe.hset(inflight_key, delivery_tag, call)
+                pipe.expire(inflight_key, naming.INFLIGHT_TTL_SECONDS)
+                pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError, OSError):
-            info = message.delivery_info
             _UNRECORDED.append((delivery_tag, message._raw, info["exchange"], info["routing_key"]))
             raise
+        virtual.QoS.append(self, message, delivery_tag)  # what kombu's own append ends with
 
     append.ec_guarded = True  # type: ignore[attr-defined]
     kombu_redis.QoS.append = append

@@ -19,7 +19,7 @@ from celery.signals import task_received
 from . import naming, signing
 from .app import is_redis, make_app
 from .autoscale import Autoscaler
-from .connections import coordination_client, coordination_url, redis_client
+from .connections import coordination_client, redis_client
 from .events import RECEIVED, CallEvent
 from .inflight import RestoreAfterReconnect, TakenLog, guard_unacked_append
 from .live import LiveConsumer, LiveWorker
@@ -71,25 +71,24 @@ def main(argv: list[str] | None = None) -> None:
     for sock in spec.sockets:
         live.register(sock, functions[sock.name])
 
-    # The received event, and with a Redis broker the delivery tag, so that the agent (or this
-    # process after a lost connection) can put back what it took (RabbitMQ does that itself).
+    # The received event; with a Redis broker also the delivery tag of each message taken (logged
+    # atomically with kombu's unacked entry), so that the agent (or this process after a lost
+    # connection) can put back what it took (RabbitMQ does that itself).
     broker_redis = is_redis(spec.broker)
-    taken = TakenLog(client, redis_client(spec.broker) if broker_redis else None, worker_name, os.getpid(),
-                     same_redis=coordination_url(spec.broker, spec.backend) == spec.broker)
+    taken = TakenLog(client, redis_client(spec.broker) if broker_redis else None, worker_name, os.getpid())
     app.ec_taken = taken
     if broker_redis:
-        guard_unacked_append()
+        guard_unacked_append(taken.key)
         app.steps["consumer"].add(RestoreAfterReconnect)
 
     @task_received.connect(weak=False)
     def on_received(request=None, **_):
         # The worker's main process, the moment a message is taken off the queue.
         headers = getattr(request, "request_dict", None) or {}
-        tag = getattr(getattr(request, "message", None), "delivery_tag", None)
         taken.took(CallEvent.now(request.id, RECEIVED, socket=request.task_name, processor=spec.processor,
                                  tracking=headers.get(naming.H_TRACKING) or request.id,
                                  parent=headers.get(naming.H_PARENT), user=headers.get(naming.H_USER),
-                                 worker=worker_name, host=host), str(tag) if tag else None)
+                                 worker=worker_name, host=host))
 
     Autoscaler.cooldown = spec.scale_cooldown
     # Celery's autoscale range: the agent raises the max to the node's share (see Autoscaler, ScaledConsumer).
