@@ -8,6 +8,7 @@ provenance: when PostgreSQL is back, the pending entries are written and acknowl
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -18,7 +19,8 @@ from typing import Any
 
 import redis
 from sqlalchemy import Text, and_, case, cast, column, func, literal, or_, select, table, text
-from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
+from sqlalchemy.dialects.postgresql import Insert, insert
+from sqlalchemy.dialects.postgresql.psycopg2 import dialect as psycopg2_dialect
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
@@ -34,7 +36,7 @@ from .steps import Step
 
 log = logging.getLogger("elasticcode.recorder")
 EVENT_NAMESPACE = uuid.UUID("0b8f4a52-7f1e-4d6b-bb6e-3f5f5b1d2c11")
-BATCH = 500
+BATCH = 2000
 LINGER = 0.05  # seconds a partial batch waits for more events
 Entry = tuple[bytes, dict[bytes, bytes]]  # a raw stream entry: id and fields
 
@@ -42,9 +44,22 @@ Entry = tuple[bytes, dict[bytes, bytes]]  # a raw stream entry: id and fields
 def event_row(entry_id: bytes | str, event: CallEvent) -> dict[str, Any]:
     """The `event` table's row for one stream entry; its id is stable, so writing it twice is harmless."""
     entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return {"id": str(uuid.uuid5(EVENT_NAMESPACE, f"{event.call}|{event.event}|{entry}")),
+    return {"id": stable_uuid(f"{event.call}|{event.event}|{entry}"),
             "name": event.event, "call_id": event.call, "note": event.error or event.socket, "created": event.at,
             **({"owner": event.user} if event.user else {})}
+
+
+_NAMESPACE_BYTES = EVENT_NAMESPACE.bytes
+
+
+def stable_uuid(name: str) -> str:
+    """`str(uuid.uuid5(EVENT_NAMESPACE, name))` (RFC 4122 name-based, SHA-1) without building a UUID
+    object, which costs more than the hash: the recorder makes one per event."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    x = digest.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 LINK_SOCKETS = text(
@@ -65,18 +80,22 @@ def upsert_calls(conn: Connection, calls: dict[str, dict[str, Any]]) -> None:
     row locks in one order and never deadlock."""
     rows = [{"name": "?", **row} for row in calls.values()]
     for keys in sorted({tuple(sorted(r)) for r in rows}):  # one statement per set of columns
-        copy_to_stage(conn, CALL_STAGE, "call", keys, [r for r in rows if tuple(sorted(r)) == keys], JSON_COLUMNS)
-        conn.execute(merge_calls(keys))
+        copy_to_stage(conn, CALL_STAGE, "call", keys, [r for r in rows if tuple(sorted(r)) == keys])
+        conn.exec_driver_sql(*merge_calls(keys))
     # Sockets are linked by name in SQL, so a socket deleted and re-created never leaves a stale id.
     conn.execute(LINK_SOCKETS, {"ids": list(calls)})
 
 
-JSON_COLUMNS = frozenset(c.name for c in m.Call.__table__.c if isinstance(c.type, JSONB))
+def driver_sql(stmt: Insert) -> tuple[str, dict[str, Any]]:
+    """A statement compiled once for psycopg2, to run with `exec_driver_sql`: SQLAlchemy's own
+    statement cache missed on these upserts and compiled them again for every batch."""
+    compiled = stmt.compile(dialect=psycopg2_dialect(), compile_kwargs={"render_postcompile": True})
+    return str(compiled), dict(compiled.params)
 
 
 @functools.lru_cache(maxsize=64)
-def merge_calls(keys: tuple[str, ...]) -> Insert:
-    """INSERT ... SELECT of the staged call rows that carry `keys` (see `staging.py`), built once."""
+def merge_calls(keys: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    """INSERT ... SELECT of the staged call rows that carry `keys` (see `staging.py`), compiled once."""
     stage = table(CALL_STAGE, *(column(k) for k in keys))
     stmt = insert(m.Call).from_select(list(keys), select(*stage.c).order_by(stage.c.id))
     ex, cur = stmt.excluded, m.Call.__table__.c
@@ -87,7 +106,7 @@ def merge_calls(keys: tuple[str, ...]) -> Insert:
     latest = or_(func.coalesce(ex.deliveries, 0) >= func.coalesce(cur.deliveries, 0), retried)  # not an older delivery's
     error = case((and_(retried, ex.state == "finished"), None),
                  (latest, func.coalesce(ex.error, cur.error)), else_=func.coalesce(cur.error, ex.error))
-    return stmt.on_conflict_do_update(
+    return driver_sql(stmt.on_conflict_do_update(
         index_elements=["id"],
         set_={
             "state": case((rank(ex.state) >= rank(cur.state), ex.state), else_=cur.state),
@@ -104,23 +123,23 @@ def merge_calls(keys: tuple[str, ...]) -> Insert:
         },
         # A verified event names its user; it never changes a call of another user's.
         where=(cur.owner == ex.owner),
-    )
+    ))
 
 
 @functools.lru_cache(maxsize=8)
-def merge_events(keys: tuple[str, ...]) -> Insert:
+def merge_events(keys: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
     """The staged events that belong to calls of their own user (others are dropped)."""
     stage = table(EVENT_STAGE, *(column(k) for k in keys))
     calls = m.Call.__table__
     own = select(*stage.c).select_from(
         stage.join(calls, (calls.c.id == cast(stage.c.call_id, calls.c.id.type)) & (calls.c.owner == stage.c.owner)))
-    return insert(m.Event).from_select(list(keys), own).on_conflict_do_nothing(index_elements=["id"])
+    return driver_sql(insert(m.Event).from_select(list(keys), own).on_conflict_do_nothing(index_elements=["id"]))
 
 
 def insert_events(conn: Connection, rows: list[dict[str, Any]]) -> None:
     for keys in sorted({tuple(sorted(r)) for r in rows}):
         copy_to_stage(conn, EVENT_STAGE, "event", keys, [r for r in rows if tuple(sorted(r)) == keys])
-        conn.execute(merge_events(keys))
+        conn.exec_driver_sql(*merge_events(keys))
 
 
 class Recorder(threading.Thread):
@@ -173,8 +192,8 @@ class Recorder(threading.Thread):
     def verified(self, entries: list[Entry]) -> list[tuple[bytes, CallEvent]]:
         """The events of `entries` that verify with their user's key, their sealed fields opened.
         The others are set aside in the rejected stream with the reason, never written."""
-        raws = [{_text(k): _text(v) for k, v in raw.items()} for _, raw in entries]
-        keys = self.keys.of(raw["user"] for raw in raws if raw.get("user"))
+        raws = [decoded(raw) for _, raw in entries]
+        keys = self.keys.of({raw.get("user") for raw in raws} - {None, ""})
         events: list[tuple[bytes, CallEvent]] = []
         for (entry_id, raw), fields in zip(entries, raws, strict=True):
             key = keys.get(fields.get("user", ""))
@@ -254,6 +273,14 @@ class Recorder(threading.Thread):
                 own_pending = True
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, 10)
+
+
+def decoded(raw: dict[Any, Any]) -> dict[str, str]:
+    """A stream entry's fields as text (the client returns bytes)."""
+    try:
+        return {k.decode(): v.decode() for k, v in raw.items()}
+    except AttributeError:  # a client that decodes responses itself
+        return {_text(k): _text(v) for k, v in raw.items()}
 
 
 def _text(value: bytes | str) -> str:

@@ -10,7 +10,6 @@ to run it.
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -21,27 +20,29 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 
-def csv_field(value: Any, as_json: bool = False) -> str:
-    """One CSV field as COPY reads it: unquoted empty is NULL, anything quoted is a value."""
+def csv_field(value: Any) -> str:
+    """One CSV field as COPY reads it: unquoted empty is NULL, anything quoted is a value. JSON
+    columns are given their JSON text."""
     if value is None:
         return ""
-    if as_json:
-        value = json.dumps(value)
-    elif isinstance(value, bool):
+    kind = type(value)
+    if kind is str:  # most fields: tested first, the recorder formats several per event
+        return '"' + value.replace('"', '""') + '"'
+    if kind is bool:
         value = "true" if value else "false"
-    elif isinstance(value, int | float):
+    elif kind is int or kind is float:
         return repr(value)
-    elif isinstance(value, datetime):
+    elif kind is datetime:
         value = value.isoformat()
     return '"' + str(value).replace('"', '""') + '"'
 
 
-def copy_to_stage(conn: Connection, stage: str, like: str, columns: Sequence[str], rows: Iterable[dict[str, Any]],
-                  json_columns: frozenset[str] = frozenset()) -> None:
+def copy_to_stage(conn: Connection, stage: str, like: str, columns: Sequence[str],
+                  rows: Iterable[dict[str, Any]]) -> None:
     """Empty the session's temporary table `stage` (made on first use with the columns and types of
     the table `like`, none of its constraints) and COPY `rows` into its `columns`. Driver errors
     come out as SQLAlchemy's, as from `conn.execute`."""
-    text = "".join(",".join(csv_field(row.get(c), c in json_columns) for c in columns) + "\n" for row in rows)
+    text = "".join(",".join(csv_field(row.get(c)) for c in columns) + "\n" for row in rows)
     raw = conn.connection.driver_connection
     try:
         with raw.cursor() as cur:

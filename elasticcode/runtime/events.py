@@ -99,20 +99,14 @@ class CallEvent:
         return out
 
     @classmethod
-    def from_fields(cls, raw: Mapping[Any, Any]) -> CallEvent:
-        """From a stream entry (bytes or str keys and values); unknown fields are ignored."""
-        e = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-             for k, v in raw.items()}
-        values: dict[str, Any] = {name: e.get(name) or None for name in _OPTIONAL}
-        if values["duration"] is not None:
-            values["duration"] = float(values["duration"])
-        if values["deliveries"] is not None:
-            values["deliveries"] = int(values["deliveries"])
-        if values["cpu_seconds"] is not None:
-            values["cpu_seconds"] = float(values["cpu_seconds"])
-        if values["peak_memory"] is not None:
-            values["peak_memory"] = int(values["peak_memory"])
-        return cls(e["call"], e["event"], float(e["ts"]), **values)
+    def from_fields(cls, e: Mapping[str, str]) -> CallEvent:
+        """From a stream entry's fields, decoded to text; unknown fields are ignored."""
+        get = e.get
+        values = [get(name) or None for name in _OPTIONAL]
+        for i, kind in _NUMERIC:
+            if values[i] is not None:
+                values[i] = kind(values[i])
+        return cls(e["call"], e["event"], float(e["ts"]), *values)
 
     @property
     def state(self) -> str | None:
@@ -150,10 +144,14 @@ class CallEvent:
 
 
 _OPTIONAL = tuple(f.name for f in fields(CallEvent))[3:]
+_NUMERIC = tuple((_OPTIONAL.index(name), kind) for name, kind in (("duration", float), ("deliveries", int),
+                                                                   ("cpu_seconds", float), ("peak_memory", int)))
 
 
 def fold(row: dict[str, Any] | None, event: CallEvent) -> dict[str, Any]:
-    """Fold one event into a call row (CALL_COLUMNS); pure: returns the row it was given, updated."""
+    """Fold one event into a call row (CALL_COLUMNS); pure: returns the row it was given, updated.
+    The JSON columns (`result`, `inputs`) keep the JSON text the event carries: the recorder hands
+    it to PostgreSQL as it is, which parses it into jsonb (a JSON `null` result is no result)."""
     at = event.at
     if row is None:
         row = {"id": event.call, "state": "queued", "created": at}
@@ -180,14 +178,14 @@ def fold(row: dict[str, Any] | None, event: CallEvent) -> dict[str, Any]:
             row["duration"] = event.duration
         if event.error:
             row["error"] = event.error
-        if event.result:
-            row["result"] = json.loads(event.result)
+        if event.result and event.result != "null":
+            row["result"] = event.result
         if event.cpu_seconds is not None:
             row["cpu_seconds"] = event.cpu_seconds
         if event.peak_memory is not None:
             row["peak_memory"] = event.peak_memory
     if event.inputs:
-        row["inputs"] = json.loads(event.inputs)
+        row["inputs"] = event.inputs
     if event.deliveries:
         row["deliveries"] = max(event.deliveries, row.get("deliveries", 0))
     return row
