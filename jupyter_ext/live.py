@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from elasticcode.runtime import events
+from elasticcode.runtime import events, naming
 from elasticcode.runtime.connections import redis_client
 from elasticcode.runtime.events import CallEvent
 
@@ -171,6 +171,7 @@ class LiveStates:
             pubsub = None
             try:
                 pubsub = redis_client(self.url).pubsub()
+                pubsub.subscribe(naming.LIVE_READERS_CHANNEL)  # so that the recorders publish (naming.py)
                 pubsub.psubscribe(self.pattern)
                 next_flush = time.monotonic() + self.interval
                 while not self._stop.is_set():

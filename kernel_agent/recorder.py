@@ -231,11 +231,23 @@ class Recorder(threading.Thread):
         pipe = self.redis.pipeline(transaction=False)
         pipe.xack(naming.EVENTS_STREAM, naming.RECORDER_GROUP, *ids)
         pipe.xdel(naming.EVENTS_STREAM, *ids)
-        if self.publish:
+        if self.publish and events:
+            listened = self.listened({event.live_channel() for _, event in events})
             for _, event in events:
-                pipe.publish(event.live_channel(), json.dumps(event.live_message()))
+                channel = event.live_channel()
+                if channel in listened:
+                    pipe.publish(channel, json.dumps(event.live_message()))
         pipe.execute()
         self.written += len(events)
+
+    def listened(self, channels: set[str]) -> set[str]:
+        """The live channels someone reads now: the live messages are built only for them (with
+        nobody reading, that was a tenth of the recorder's work)."""
+        names = [naming.LIVE_READERS_CHANNEL, *channels]
+        counts = dict(self.redis.pubsub_numsub(*names))
+        if counts.get(naming.LIVE_READERS_CHANNEL.encode()) or counts.get(naming.LIVE_READERS_CHANNEL):
+            return channels  # a reader of every channel
+        return {_text(name) for name, count in counts.items() if count}
 
     def run(self) -> None:
         backoff, own_pending, last_claim = 0.5, True, 0.0

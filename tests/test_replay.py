@@ -196,3 +196,63 @@ def test_percent_flow_replay_in_a_notebook(flow, agent, repo):
     assert _recorded(handle.id)["replay_of"] == call.id
     with pytest.raises(UsageError, match="not a call id"):
         run_flow("replay nope")
+
+
+SEND_AND_EXIT = """
+import multiprocessing, os, sys
+from elasticcode.client.api import Socket
+
+def send(tag):
+    ids = [Socket(name="echo").delay(100 + i, tag=tag).id for i in range(5)]
+    print(" ".join(ids), flush=True)
+
+if __name__ == "__main__":
+    mode, tag = sys.argv[1:]
+    echo = Socket(name="echo")
+    echo(0)  # the processor runs: the calls below are not held back by a deployment
+    ids = [echo.delay(i, tag=tag).id for i in range(20)]
+    # A forked client sends too, with a queued-event thread of its own.
+    if mode == "multiprocessing":
+        child = multiprocessing.get_context("fork").Process(target=send, args=(tag,))
+        child.start()
+        child.join()
+    else:
+        pid = os.fork()
+        if pid == 0:
+            send(tag)
+            os._exit(0) if mode == "os._exit" else sys.exit(0)
+        os.waitpid(pid, 0)
+    print(" ".join(ids), flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["exit", "multiprocessing", "os._exit"])
+def test_a_client_that_exits_right_after_sending_leaves_every_call_recorded_with_its_inputs(flow, agent, repo, mode):
+    """The queued event (which carries the inputs a replay needs) goes to Redis from a background
+    thread (client/dispatch.py): it is flushed when the process exits, also a `multiprocessing`
+    child (which skips atexit), and a forked child sends its own. Only a bare os._exit right after
+    sending may leave the last calls without inputs; they are still recorded from the worker's events."""
+    import os
+    import subprocess
+    import sys
+
+    _network(flow, repo)
+    tag = uuid.uuid4().hex
+    done = subprocess.run([sys.executable, "-c", SEND_AND_EXIT, mode, tag], env=dict(os.environ), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    child_ids, parent_ids = (line.split() for line in done.stdout.split("\n") if line.strip())
+    assert len(parent_ids) == 20 and len(child_ids) == 5
+    for call_id in parent_ids + child_ids:
+        _recorded(call_id)
+    from elasticcode.db import model as m
+    from elasticcode.db.engine import session_scope
+
+    with session_scope(config.load().require_db()) as session:
+        rows = {str(call.id): call for call in session.query(m.Call).filter(m.Call.id.in_(parent_ids + child_ids))}
+        assert {call.state for call in rows.values()} == {"finished"} and len(rows) == 25
+        with_inputs = {call_id for call_id, call in rows.items() if call.inputs and "args" in call.inputs}
+    assert set(parent_ids) <= with_inputs  # every call of the process that exited normally
+    if mode != "os._exit":
+        assert set(child_ids) <= with_inputs
+    assert replay_call(parent_ids[-1]).get(timeout=60) == [[19], {"tag": tag}]

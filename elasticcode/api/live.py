@@ -154,6 +154,7 @@ class EventHub:
                 client = self.client_factory()
                 routes = PublishedRoutes(client, ttl=2.0)
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(naming.LIVE_READERS_CHANNEL)  # so that the recorders publish (naming.py)
                 pubsub.psubscribe(pattern)
                 self.ready.set()
                 while not self.stop.is_set():

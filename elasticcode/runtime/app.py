@@ -9,6 +9,7 @@ from celery import Celery
 from celery.app import backends
 
 from . import codec
+from .kombu_clients import reuse_sync_clients
 from .results import sealed_backend_class
 
 VISIBILITY_TIMEOUT = 3600  # seconds; longer than any call should run, or Redis redelivers it early
@@ -58,6 +59,8 @@ def make_app(broker: str, backend: str | None = None, name: str = "elasticcode",
              visibility_timeout: int = VISIBILITY_TIMEOUT) -> Celery:
     codec.install()
     broker, broker_ssl = amqps_options(broker)
+    if is_redis(broker):
+        reuse_sync_clients()
     app = ElasticCodeCelery(name, broker=broker, backend=backend or None, set_as_current=False)
     transport = {"visibility_timeout": visibility_timeout}
     if urlsplit(broker).scheme in ("amqp", "pyamqp", "amqps"):

@@ -109,6 +109,13 @@ def join_call_id(target_socket: str, tracking: str) -> str:
     return str(uuid.uuid5(JOIN_NAMESPACE, f"{target_socket}|{tracking}"))
 
 
+# Readers of every processor's live channel (a pattern subscription: the API server's feeds, the
+# notebook graph) also subscribe to this channel, on which nothing is published: the recorder
+# counts its subscribers (PUBSUB NUMSUB; pattern subscriptions cannot be counted by pattern, and
+# kombu's own fanout uses them) and builds the live messages only when someone reads them.
+LIVE_READERS_CHANNEL = "ec.live-readers"
+
+
 def channel(processor: str, kind: str) -> str:
     """Pub/sub channel `flow listen -n PROCESSOR -c KIND` subscribes to."""
     return f"ec.{processor}.{kind}"
