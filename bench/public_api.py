@@ -8,8 +8,10 @@ results): brings up its own embedded stack (bench/stack.py: `flow up` in a tempo
 ELASTICCODE_HOME), deploys the function as a processor from a git repository made on the fly,
 starts a raw Celery worker (prefork, one process, ElasticCode's app settings: acks late, reject on
 worker lost, prefetch 1, JSON) on the stack's Redis, and alternates rounds of sequential round
-trips so machine noise hits both alike; then a burst of `calls` sent at once and gathered. Prints
-medians and ratios; tears it all down.
+trips so machine noise hits both alike; then a burst of `calls` sent at once and gathered, with
+the CPU time each process spent on it, per call (this client, the worker's main and pool
+processes, the agent and its recorder, Redis, PostgreSQL: read from /proc), which says where a
+call's cost goes when the cores are the bound. Prints medians and ratios; tears it all down.
 """
 
 from __future__ import annotations
@@ -21,12 +23,54 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import procs  # noqa: E402
 from bench.stack import FIXTURES, Stack, flow, make_repo  # noqa: E402
+
+
+def _processes() -> dict[int, tuple[int, float, str]]:
+    """Every process: parent pid, CPU seconds so far (user + system), command line."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace") or stat.split()[1]
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        found[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick, cmd)
+    return found
+
+
+def _role(pid: int, seen: dict[int, tuple[int, float, str]]) -> str:
+    parent, _, cmd = seen[pid]
+    parent_cmd = seen.get(parent, (0, 0.0, ""))[2]
+    for marker in ("elasticcode.runtime.worker", "celery"):
+        if marker in cmd and "worker" in cmd:
+            return "worker pool processes" if marker in parent_cmd else "worker main process"
+    for marker, role in (("kernel_agent", "agent (recorder)"), ("elasticcode.api", "API server"),
+                         ("redis-server", "Redis"), ("postgres", "PostgreSQL")):
+        if marker in cmd:
+            return role
+    return "other (kernel threads...)"
+
+
+def cpu_per_call(run, calls: int) -> tuple[float, Counter]:
+    """Run `run()` (which makes `calls` calls); its wall time and each process role's CPU ms per call."""
+    before, own = _processes(), time.process_time()
+    seconds = run()
+    spent, after = Counter({"client (this process)": time.process_time() - own}), _processes()
+    for pid, (_, cpu, _) in after.items():
+        if pid != os.getpid() and cpu > before.get(pid, (0, 0.0, ""))[1]:
+            spent[_role(pid, after)] += cpu - before.get(pid, (0, 0.0, ""))[1]
+    return seconds, Counter({role: 1000 * cpu / calls for role, cpu in spent.items()})
 
 
 def main(calls: int = 300) -> None:
@@ -70,18 +114,23 @@ def main(calls: int = 300) -> None:
         rm, om = statistics.median(r), statistics.median(o)
         r95, o95 = statistics.quantiles(r, n=20)[-1], statistics.quantiles(o, n=20)[-1]
         print(f"round trip, median of {len(r)}: raw Celery {rm * 1000:.2f} ms (p95 {r95 * 1000:.2f}), "
-              f"Socket(...)(x) {om * 1000:.2f} ms (p95 {o95 * 1000:.2f}), ratio {om / rm:.2f}")
+              f"Socket(...)(x) {om * 1000:.2f} ms (p95 {o95 * 1000:.2f}), ElasticCode / raw {om / rm:.2f}")
 
         def burst(send) -> float:
             t = time.perf_counter()
             handles = [send(i) for i in range(calls)]
             for h in handles:
                 h.get(timeout=300)
-            return calls / (time.perf_counter() - t)
+            return time.perf_counter() - t
 
-        br = burst(lambda i: app.send_task("raw.echo", args=[i], queue="raw"))
-        bo = burst(echo.delay)
-        print(f"burst of {calls}: raw Celery {br:.0f} calls/s, Socket.delay {bo:.0f} calls/s, ratio {br / bo:.2f}")
+        wr, cr = cpu_per_call(lambda: burst(lambda i: app.send_task("raw.echo", args=[i], queue="raw")), calls)
+        wo, co = cpu_per_call(lambda: burst(echo.delay), calls)
+        print(f"burst of {calls}: raw Celery {calls / wr:.0f} calls/s, Socket.delay {calls / wo:.0f} calls/s, "
+              f"ElasticCode / raw {wr / wo:.2f}")
+        print(f"CPU per call in the burst, ms   {'raw Celery':>10}  {'ElasticCode':>11}")
+        for role in sorted(set(cr) | set(co), key=lambda role: -co.get(role, 0.0)):
+            print(f"  {role:29} {cr.get(role, 0.0):10.2f}  {co.get(role, 0.0):11.2f}")
+        print(f"  {'all processes':29} {sum(cr.values()):10.2f}  {sum(co.values()):11.2f}")
     finally:
         procs.stop_popen(raw_worker)
         stack.down()
