@@ -27,7 +27,7 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from elasticcode.db import model as m
 from elasticcode.db.engine import get_engine
 from elasticcode.runtime import naming, signing
-from elasticcode.runtime.events import STATES, CallEvent, fold_all
+from elasticcode.runtime.events import RANK, STATES, CallEvent, fold_all
 
 from .context import IDLE_TRANSACTION_TIMEOUT
 from .eventkeys import EventKeys
@@ -233,7 +233,9 @@ class Recorder(threading.Thread):
         pipe.xdel(naming.EVENTS_STREAM, *ids)
         if self.publish and events:
             listened = self.listened({event.live_channel() for _, event in events})
-            for _, event in events:
+            # A call's events in the order of its states: a client's queued event, sent from a
+            # background thread, can reach the stream just after the worker's received.
+            for _, event in sorted(events, key=lambda entry: RANK.get(entry[1].state or "", 0)):
                 channel = event.live_channel()
                 if channel in listened:
                     pipe.publish(channel, json.dumps(event.live_message()))

@@ -13,7 +13,8 @@ so a route change made by a command (which returns once the agents published it)
 next call; calls in a tight loop use a version at most that old. The thread's events are flushed
 when the process exits (also a `multiprocessing` child); only a bare `os._exit` right after
 sending can leave a call without its queued event (the worker's events still record it, without
-the inputs a replay needs).
+the inputs a replay needs). A server's dispatchers (`as_role`) append it before sending, as
+the API server promises a call's events in order.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class Dispatcher:
         self._key_ttl = key_ttl  # seconds a call key is trusted before asking again (None: for good)
         self._signed_at: float | None = None  # when this process last got `user`'s key (runtime/signing.py)
         self._warned: set[str] = set()
-        self._base = base  # a server's dispatchers share its queued-event thread
+        self._base = base  # a server's dispatchers record through it (their queued events synchronously)
         self._queued: Batcher[dict[str, str]] | None = None
         self._queued_pid = 0  # the process whose thread `_queued` runs in (a forked child needs its own)
         self._version_seen: tuple[float, bytes | None] = (float("-inf"), None)  # when, and the routes' version
@@ -163,6 +164,11 @@ class Dispatcher:
         tracking = tracking or call_id
         queued = stream_fields(CallEvent.now(call_id, QUEUED, socket=socket, processor=route.processor, tracking=tracking,
                                              parent=parent, user=self.user, inputs=inputs, replay_of=replay_of))
+        if self._base is not None:
+            # A server (`flow api`) sends from worker threads, where this round trip costs little
+            # beside HTTP, and its /ws/events show a call's events in order: queued first, here.
+            self._base._append_queued([queued])
+            route = self.resolve(socket, self._routes_version())
         waiting = describe_wait(route)
         if waiting and socket not in self._warned:
             # Once per socket: the call is queued, but the user should know why nothing happens yet.
@@ -177,7 +183,8 @@ class Dispatcher:
             headers[naming.H_PLUGS] = "off"
         sent = self.app.send_task(route.task, args=list(args), kwargs=kwargs or {}, queue=route.queue,
                                   task_id=call_id, headers=headers, **options)
-        self._queued_events().put(queued)  # once sent: a call the broker refused is not recorded as queued
+        if self._base is None:
+            self._queued_events().put(queued)  # once sent: a call the broker refused is not recorded as queued
         return sent
 
     def _routes_version(self) -> bytes | None:
@@ -191,8 +198,6 @@ class Dispatcher:
         return version
 
     def _queued_events(self) -> Batcher[dict[str, str]]:
-        if self._base is not None:
-            return self._base._queued_events()
         if self._queued is None or self._queued_pid != os.getpid():
             with Dispatcher._lock:
                 if self._queued is None or self._queued_pid != os.getpid():
