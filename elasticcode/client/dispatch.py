@@ -158,7 +158,8 @@ class Dispatcher:
               call_id: str | None, replay_of: str | None = None, commit: str | None = None, plugs: bool = True,
               **options: Any) -> AsyncResult:
         self.sign_calls()  # first: a user who may not run calls gets the reason before anything is sent
-        route = self.resolve(socket, self._routes_version())
+        # A server's dispatcher reads the routes' version with its queued event below: no read here.
+        route = self.resolve(socket, self.routes.version if self._base is not None else self._routes_version())
         inputs = recorded_inputs(socket, args, kwargs)
         call_id = call_id or str(uuid.uuid4())
         tracking = tracking or call_id
