@@ -162,3 +162,34 @@ def test_history_is_typed_and_fast(services, db_url):
     assert list(by_socket.index) == ["sock0", "sock1", "sock2"]
     assert elapsed < 5, f"history() of 10k calls took {elapsed:.2f}s"  # measured ~0.1 s; see bench/
     assert isinstance(frame, pd.DataFrame)
+
+
+def test_history_keeps_empty_text_apart_from_null_and_reads_times_as_utc(services, db_url):
+    """COPY writes NULL as an empty field and '' as a quoted one; history() keeps them apart, keeps
+    a multi-line error whole, and reads each time as its instant whatever the session's zone."""
+    from sqlalchemy import text
+
+    from elasticcode.client.history import copy_frame, history, history_query
+    from elasticcode.db.engine import get_engine
+
+    error = 'Traceback:\n  line "1", in f\nValueError: a, b'
+    at = pd.Timestamp("2026-06-01 12:34:56.789012", tz="UTC")
+    with get_engine(db_url).begin() as conn:
+        conn.execute(text(
+            "INSERT INTO call (id, name, state, error, started, created) VALUES "
+            "(gen_random_uuid(), 'a', 'failed', :error, :at, :at), (gen_random_uuid(), 'b', 'finished', '', NULL, :at + interval '1 s'), "
+            "(gen_random_uuid(), 'c', 'finished', NULL, NULL, :at + interval '2 s')"), {"error": error, "at": at.to_pydatetime()})
+    frame = history()
+    assert frame["name"].tolist() == ["a", "b", "c"]
+    assert frame["error"].iloc[0] == error and frame["error"].iloc[1] == "" and frame["error"].iloc[2] is pd.NA
+    assert frame["started"].iloc[0] == at and pd.isna(frame["started"].iloc[1])
+    raw = get_engine(db_url).raw_connection()
+    try:
+        with raw.cursor() as cur:
+            cur.execute("SET TimeZone = 'Asia/Kolkata'")  # a server or role may set any zone
+            query, params = history_query()
+            zoned = copy_frame(cur, query, params)
+        raw.rollback()
+    finally:
+        raw.close()
+    assert zoned["created"].tolist() == frame["created"].tolist() and zoned["created"].iloc[0] == at

@@ -1,6 +1,6 @@
 """`GET /history`: `elasticcode.history()`'s frame, read as the token's role, for JSON, Arrow or Parquet.
 
-The filters, the columns and their dtypes are `client/history.py`'s (COLUMNS, SELECTED, TIMES,
+The filters, the columns and their dtypes are `client/history.py`'s (SELECTED, its Arrow types,
 the combinator rule), so a frame read back from Arrow equals what `elasticcode.history()` returns.
 The query runs in the request's transaction (the role is set), which `history()` cannot take.
 """
