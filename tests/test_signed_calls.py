@@ -23,7 +23,7 @@ from elasticcode.client import settings
 from elasticcode.client.dispatch import Dispatcher
 from elasticcode.runtime import naming, signing
 from elasticcode.runtime.app import make_app
-from elasticcode.runtime.connections import redis_client
+from elasticcode.runtime.connections import coordination_client, redis_client
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -124,8 +124,14 @@ def test_unsigned_foreign_forged_and_tampered_calls_never_run(flow, db_url, serv
         refused = wait_until(lambda: (lambda d: d if len(d) - before >= 4 else None)(dead_letters(client)), 60,
                              what="four refused calls in the dead letters")
         time.sleep(2)  # anything that would run anyway has had time to
+        events = coordination_client(config.load().require_broker(), config.load().backend)
+        wait_until(lambda: events.xlen(naming.EVENTS_STREAM) == 0, 30, what="the recorder to write every event")
+        with psycopg2.connect(libpq(db_url)) as conn, conn.cursor() as cur:
+            cur.execute("SELECT id::text FROM call WHERE id = ANY(%s::uuid[])", (list(sent),))
+            recorded = [row[0] for row in cur.fetchall()]
     finally:
         agent.stop()
+    assert recorded == [], recorded  # a refused call records nothing, not even that it was received
     new = {d["call"]: d for d in refused[: len(refused) - before]}
     assert set(new) == set(sent), (new, sent)
     reasons = {sent[call]: entry["refused"] for call, entry in new.items()}

@@ -17,6 +17,7 @@ head of the message's queue, marked redelivered.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -29,7 +30,8 @@ from .events import CallEvent, stream_fields
 
 class TakenLog:
     """What the worker's main process records about each message it takes, off its event loop and
-    in one batched round trip: the `received` event (the call-event stream). The delivery tags
+    in one batched round trip: the `received` event (the call-event stream), when the events are
+    not on the broker's Redis (else `guard_unacked_append` writes it). The delivery tags
     themselves are logged under `key` by `guard_unacked_append`, atomically with kombu's unacked
     entry; this prunes them."""
 
@@ -81,10 +83,14 @@ def restore(client: redis.Redis, qos: Any, key: str, keep: set[str] = frozenset(
 _UNRECORDED: list[tuple[str, dict, str, str]] = []  # (delivery tag, raw message, exchange, routing key)
 
 
-def guard_unacked_append(inflight_key: str) -> None:
+def guard_unacked_append(inflight_key: str, received: Callable[[Any], dict[str, str] | None] | None = None) -> None:
     """Replace kombu's Redis `QoS.append` (which records a taken message in its unacked hash and
     index) with one that also logs the delivery tag under `inflight_key` in the same MULTI/EXEC,
-    and keeps a message it failed to record so that it is not lost."""
+    and keeps a message it failed to record so that it is not lost.
+
+    With `received` (when the call-event stream is on the broker's own Redis), the message's
+    `received` event (its stream fields, or None to record none) goes in that MULTI/EXEC too:
+    no round trip and no thread of its own, and never recorded without the message being held."""
     from kombu.transport import redis as kombu_redis
     from kombu.transport import virtual
     from kombu.utils.json import dumps
@@ -95,12 +101,15 @@ def guard_unacked_append(inflight_key: str) -> None:
     def append(self: Any, message: Any, delivery_tag: str) -> None:
         info = message.delivery_info
         call = str((message.headers or {}).get("id") or delivery_tag)
+        event = received(message) if received is not None else None
         try:
             with self.pipe_or_acquire() as pipe:  # a transaction (MULTI/EXEC): all of it or none
                 pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()})
                 pipe.hset(self.unacked_key, delivery_tag, dumps([message._raw, info["exchange"], info["routing_key"]]))
                 pipe.hset(inflight_key, delivery_tag, call)
                 pipe.expire(inflight_key, naming.INFLIGHT_TTL_SECONDS)
+                if event is not None:
+                    pipe.xadd(naming.EVENTS_STREAM, event)
                 pipe.execute()
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             _UNRECORDED.append((delivery_tag, message._raw, info["exchange"], info["routing_key"]))

@@ -19,8 +19,8 @@ from celery.signals import task_received
 from . import naming, signing
 from .app import is_redis, make_app
 from .autoscale import Autoscaler
-from .connections import coordination_client, redis_client
-from .events import RECEIVED, CallEvent
+from .connections import coordination_client, coordination_url, redis_client
+from .events import RECEIVED, CallEvent, stream_fields
 from .inflight import RestoreAfterReconnect, TakenLog, guard_unacked_append
 from .live import LiveConsumer, LiveWorker
 from .sockettask import SocketRuntime
@@ -77,18 +77,37 @@ def main(argv: list[str] | None = None) -> None:
     broker_redis = is_redis(spec.broker)
     taken = TakenLog(client, redis_client(spec.broker) if broker_redis else None, worker_name, os.getpid())
     app.ec_taken = taken
-    if broker_redis:
-        guard_unacked_append(taken.key)
-        app.steps["consumer"].add(RestoreAfterReconnect)
 
-    @task_received.connect(weak=False)
-    def on_received(request=None, **_):
-        # The worker's main process, the moment a message is taken off the queue.
-        headers = getattr(request, "request_dict", None) or {}
-        taken.took(CallEvent.now(request.id, RECEIVED, socket=request.task_name, processor=spec.processor,
-                                 tracking=headers.get(naming.H_TRACKING) or request.id,
-                                 parent=headers.get(naming.H_PARENT), user=headers.get(naming.H_USER),
-                                 worker=worker_name, host=host))
+    def received(call: str, task: str, headers: dict) -> CallEvent:
+        return CallEvent.now(call, RECEIVED, socket=task, processor=spec.processor,
+                             tracking=headers.get(naming.H_TRACKING) or call, parent=headers.get(naming.H_PARENT),
+                             user=headers.get(naming.H_USER), worker=worker_name, host=host)
+
+    if broker_redis and coordination_url(spec.broker, spec.backend) == spec.broker:
+        # The events' Redis is the broker's (the embedded stack): the received event goes in the
+        # MULTI/EXEC that holds the message unacknowledged. A background thread's round trip per
+        # message cost this process more CPU than the rest of its own work on a message.
+        def received_fields(message) -> dict[str, str] | None:
+            headers = message.headers or {}
+            call, task = headers.get("id"), headers.get("task")
+            # Only a call this worker will run: a message refused by its signature records nothing
+            # (its call id may be someone else's), the strategy refuses it right after.
+            if not call or task not in app.tasks or signing.refusal(
+                    runtime.owner, runtime.call_key, headers, signing.raw_body(message.body)) is not None:
+                return None
+            return stream_fields(received(call, task, headers))
+
+        guard_unacked_append(taken.key, received_fields)
+    else:
+        if broker_redis:
+            guard_unacked_append(taken.key)
+
+        @task_received.connect(weak=False)
+        def on_received(request=None, **_):
+            # The worker's main process, the moment a message is taken off the queue.
+            taken.took(received(request.id, request.task_name, getattr(request, "request_dict", None) or {}))
+    if broker_redis:
+        app.steps["consumer"].add(RestoreAfterReconnect)
 
     Autoscaler.cooldown = spec.scale_cooldown
     # Celery's autoscale range: the agent raises the max to the node's share (see Autoscaler, ScaledConsumer).
