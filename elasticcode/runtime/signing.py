@@ -50,7 +50,7 @@ def signature(key: str, call_id: str, task: str, user: str | None, parent: str |
     return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
-def raw_body(body: Any) -> bytes:
+def _raw(body: Any) -> bytes:
     return body.encode() if isinstance(body, str) else bytes(body)
 
 
@@ -67,7 +67,7 @@ def _sign_outgoing(body: Any = None, headers: dict | None = None, **_: Any) -> N
         return
     _, _, data = dumps(body, serializer="json")
     headers[naming.H_SIGNATURE] = signature(key, headers.get("id"), headers.get("task"), user,
-                                            headers.get(naming.H_PARENT), headers.get(naming.H_TRACKING), raw_body(data),
+                                            headers.get(naming.H_PARENT), headers.get(naming.H_TRACKING), _raw(data),
                                             headers.get(naming.H_COMMIT), headers.get(naming.H_PLUGS))
 
 
@@ -98,6 +98,20 @@ def refusal(owner: str, key: str | None, headers: dict, body: bytes) -> str | No
     return None
 
 
+_UNCHECKED = object()
+
+
+def message_refusal(owner: str, key: str | None, headers: dict, message: Any) -> str | None:
+    """`refusal` of a message a worker took, decided once per message: with the events on the
+    broker's Redis, kombu's `QoS.append` (which records the received event) asks before the
+    strategy does, for the same message object."""
+    why = getattr(message, "ec_refusal", _UNCHECKED)
+    if why is _UNCHECKED:
+        why = refusal(owner, key, headers, _raw(message.body))
+        message.ec_refusal = why
+    return why
+
+
 def verifying_strategy(task: Any, app: Any, consumer: Any, **kwargs: Any):
     """Celery's default strategy for `task`, behind the signature check (in the worker's main
     process, before the message reaches a pool process)."""
@@ -108,7 +122,7 @@ def verifying_strategy(task: Any, app: Any, consumer: Any, **kwargs: Any):
 
     def task_message_handler(message, body, ack, reject, callbacks, **options):
         headers = options.get("headers") or message.headers or {}
-        why = refusal(runtime.owner, runtime.call_key, headers, raw_body(message.body))
+        why = message_refusal(runtime.owner, runtime.call_key, headers, message)
         if why is None:
             return handle(message, body, ack, reject, callbacks, **options)
         runtime.refuse(task, headers, why, message)
@@ -176,5 +190,5 @@ def open_event(fields: dict[str, str], key: str) -> dict[str, str]:
     return out
 
 
-__all__ = ["KEYS", "sign_as", "signature", "refusal", "raw_body", "verifying_strategy", "EVENT_SIGNATURE", "SEALED_EVENT_FIELDS",
+__all__ = ["KEYS", "sign_as", "signature", "refusal", "message_refusal", "verifying_strategy", "EVENT_SIGNATURE", "SEALED_EVENT_FIELDS",
            "event_signature", "sign_event", "event_refusal", "open_event"]

@@ -92,9 +92,9 @@ def main(argv: list[str] | None = None) -> None:
             headers = message.headers or {}
             call, task = headers.get("id"), headers.get("task")
             # Only a call this worker will run: a message refused by its signature records nothing
-            # (its call id may be someone else's), the strategy refuses it right after.
-            if not call or task not in app.tasks or signing.refusal(
-                    runtime.owner, runtime.call_key, headers, signing.raw_body(message.body)) is not None:
+            # (its call id may be someone else's); the strategy refuses it right after, on this verdict.
+            if not call or task not in app.tasks or signing.message_refusal(
+                    runtime.owner, runtime.call_key, headers, message) is not None:
                 return None
             return stream_fields(received(call, task, headers))
 
