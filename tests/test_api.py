@@ -258,7 +258,7 @@ def test_run_calls_history_events_and_metrics(api, users, services, home, tmp_pa
             events = WsReader(f"{ws}/ws/events?processor=ap", token_a, 90,
                               until=lambda ms: sum(m.get("state") in ("postrun", "failure") for m in ms) >= 200)
             others = WsReader(f"{ws}/ws/events", token_b, 20, browser=True)
-            figures = WsReader(f"{ws}/ws/metrics", token_a, 4.5)
+            figures = WsReader(f"{ws}/ws/metrics", token_a, 6.5)
             for reader in (events, others, figures):
                 reader.start()
             time.sleep(1.0)
