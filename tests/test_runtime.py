@@ -379,3 +379,24 @@ def test_a_plug_binding_an_argument_the_target_lacks_is_an_error_and_carries_not
     assert [c for c in calls(flow) if c["parent"] == sent.id] == []
     assert flow("update", "plug", "-n", "bad", "-a", "one").code == 0
     wait_until(lambda: flow_json(flow, "ls", "plugs")[0]["status"] != "error", 60, what="the fixed plug")
+
+
+def test_commands_sent_ahead_answer_in_order_error_replies_in_place_and_the_connection_goes_back(redis_base):
+    """What a first delivery's prerun round trip relies on (`SentAhead`): the commands apply once
+    they are written, before anyone reads; the replies come back in order, a failing command's
+    error in its place without losing the ones after it; the connection is then usable again."""
+    from elasticcode.runtime.connections import SentAhead
+
+    client = redis_client(redis_base)
+    counter, text = f"ec:test:ahead:{uuid.uuid4()}", f"ec:test:ahead:{uuid.uuid4()}"
+    client.set(text, "not a number")
+    try:
+        ahead = SentAhead(client, [("INCR", counter), ("INCR", text), ("INCR", counter), ("GET", text)])
+        other = redis_client(redis_base)  # another connection sees the writes before the replies are read
+        wait_until(lambda: other.get(counter) == b"2", 5, what="the commands applied")
+        replies = ahead.replies()
+        assert replies[0] == 1 and replies[2] == 2 and replies[3] == b"not a number"
+        assert isinstance(replies[1], Exception) and "not an integer" in str(replies[1])
+        assert client.connection_pool._created_connections == 1 and client.incr(counter) == 3  # same connection, in sync
+    finally:
+        client.delete(counter, text)

@@ -35,3 +35,38 @@ def coordination_url(broker: str | None, backend: str | None) -> str:
 
 def coordination_client(broker: str | None, backend: str | None) -> redis.Redis:
     return redis_client(coordination_url(broker, backend))
+
+
+class SentAhead:
+    """Commands written to Redis now, their replies read later: a round trip that overlaps other
+    work (a socket task's function) instead of waiting before it. The connection is held, out of
+    the pool, until `replies`; an error reply comes back as its exception, in its place."""
+
+    def __init__(self, client: redis.Redis, commands: list[tuple]):
+        self.pool = client.connection_pool
+        self.connection = self.pool.get_connection()
+        self.count = len(commands)
+        try:
+            self.connection.send_packed_command(self.connection.pack_commands(commands))
+        except BaseException:
+            self._release(broken=True)
+            raise
+
+    def replies(self) -> list:
+        found: list = []
+        try:
+            for _ in range(self.count):
+                try:
+                    found.append(self.connection.read_response())
+                except redis.ResponseError as exc:
+                    found.append(exc)
+        except BaseException:
+            self._release(broken=True)
+            raise
+        self._release()
+        return found
+
+    def _release(self, broken: bool = False) -> None:
+        if broken:  # replies may be left unread on it: never hand it to anyone else as it is
+            self.connection.disconnect()
+        self.pool.release(self.connection)

@@ -1,28 +1,32 @@
 """One Celery task per socket: run the function, record events, forward along plugs.
 
-The hot path per call: one pipelined Redis round trip before the function (delivery count +
-prerun event + the routes' version). One publish per plug, then the postrun event, follow after
-Celery has stored the result. Nothing waits for PostgreSQL; the agents' recorders write the
+The hot path per call: one pipelined Redis round trip (delivery count + prerun event + the
+routes' version), written before the function and, for a first delivery, read after it. One
+publish per plug, then the postrun event, follow after Celery has stored the result. Nothing waits for PostgreSQL; the agents' recorders write the
 events in batches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import time
 import uuid
 from collections.abc import Callable
+from itertools import chain
 from typing import Any
 
+import redis
 from celery import Celery, Task
 from celery.exceptions import Ignore
 
 from . import codec, naming
 from .backpressure import BackPressure, QueueGauge
+from .connections import SentAhead
 from .cost import CostMeter
-from .events import DEAD, FAILURE, POSTRUN, PRERUN, QUEUED, RESULT_LIMIT, CallEvent, EventStream
+from .events import DEAD, FAILURE, POSTRUN, PRERUN, QUEUED, RESULT_LIMIT, CallEvent, EventStream, stream_fields
 from .joins import Joins
 from .routes import PublishedRoutes, Route
 from .workerspec import DEFAULT_MAX_DELIVERIES
@@ -61,9 +65,10 @@ class SocketRuntime:
         self.pressure = BackPressure(QueueGauge(app, app.conf.broker_url), redis_client, owner, worker_name)
 
     # -- the call ---------------------------------------------------------------------------
-    # Only the prerun pipeline (one Redis round trip) is on the path to the caller's result:
-    # the postrun event and the plugs go out from on_success/on_failure, which Celery runs
-    # after storing the result and before acking the message, so nothing is lost on a crash.
+    # Nothing waits on a round trip before a first delivery's function (its prerun replies are
+    # read after it); the postrun event and the plugs go out from on_success/on_failure, which
+    # Celery runs after storing the result and before acking the message, so nothing is lost on
+    # a crash.
 
     def run(self, task: Any, socket: str, func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         request = task.request
@@ -73,25 +78,57 @@ class SocketRuntime:
                                parent=_header(request, naming.H_PARENT), argument=_header(request, naming.H_ARGUMENT),
                                user=_header(request, naming.H_USER), worker=self.worker_name, host=self.host,
                                commit=self.commit)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.incr(naming.deliveries_key(call_id))
-        pipe.expire(naming.deliveries_key(call_id), naming.DELIVERY_TTL_SECONDS)
-        self.events.emit(prerun, pipe=pipe)
-        pipe.get(naming.ROUTES_VERSION_KEY)
-        replies = pipe.execute()
-        deliveries, request.ec_routes = replies[0], replies[-1]
-        if deliveries > self.max_deliveries:
-            self._dead_letter(task, prerun, args, kwargs, deliveries)
+        key = naming.deliveries_key(call_id)
+        commands = [("INCR", key), ("EXPIRE", key, naming.DELIVERY_TTL_SECONDS),
+                    ("XADD", naming.EVENTS_STREAM, "*", *chain.from_iterable(stream_fields(prerun).items())),
+                    ("GET", naming.ROUTES_VERSION_KEY)]
+        ahead = None
+        if not (request.delivery_info or {}).get("redelivered"):
+            # A first delivery is delivery 1 by definition: the round trip runs beside the function
+            # and its replies are read after it. Every redelivery (kombu's restores and RabbitMQ's
+            # requeues mark it) waits for its count first, to dead-letter a message that keeps
+            # killing its process before it runs again.
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, OSError):
+                ahead = SentAhead(self.redis, commands)
+        if ahead is None:
+            replies = self._pipeline(commands)
+            deliveries, request.ec_routes = replies[0], replies[-1]
+            if deliveries > self.max_deliveries:
+                self._dead_letter(task, prerun, args, kwargs, deliveries)
+        else:
+            deliveries = 1
         request.ec_prerun, request.ec_deliveries, request.ec_started = prerun, deliveries, time.time()
-        pinned = _header(request, naming.H_COMMIT)
-        if pinned and self.commit and pinned != self.commit:
-            raise CommitMismatch(f"this replay runs only at commit {pinned[:12]}, and worker {self.worker_name} runs "
-                                 f"{self.commit[:12]} (the processor moved on meanwhile): replay with --latest-code")
-        cpu = self.meter.start()
         try:
-            return func(*args, **kwargs)
+            pinned = _header(request, naming.H_COMMIT)
+            if pinned and self.commit and pinned != self.commit:
+                raise CommitMismatch(f"this replay runs only at commit {pinned[:12]}, and worker {self.worker_name} "
+                                     f"runs {self.commit[:12]} (the processor moved on meanwhile): replay with --latest-code")
+            cpu = self.meter.start()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                request.ec_cost = self.meter.stop(cpu)
         finally:
-            request.ec_cost = self.meter.stop(cpu)
+            if ahead is not None:
+                self._settle(request, ahead)
+
+    def _pipeline(self, commands: list[tuple]) -> list:
+        pipe = self.redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe.execute()
+
+    def _settle(self, request: Any, ahead: SentAhead) -> None:
+        """Read what the prerun round trip sent ahead of the function answered."""
+        try:
+            replies = ahead.replies()
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            # The call ran and its result stands; plugs read the routes' version themselves.
+            logger.warning("call %s: the prerun replies were lost (%s)", request.id, exc)
+            return
+        if isinstance(replies[0], int):
+            request.ec_deliveries = replies[0]
+        request.ec_routes = replies[-1] if not isinstance(replies[-1], Exception) else None
 
     def _ending(self, request: Any, event: str, **values: Any) -> CallEvent:
         """The call's closing event: the prerun event's fields, with the outcome and timings."""
