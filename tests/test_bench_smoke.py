@@ -60,3 +60,30 @@ def test_python_m_bench_smoke_gives_every_system_numbers(tmp_path):
             assert _number(ec.get(key)), (key, ec)
         if not missing(BY_NAME["celery"]):
             assert all(t["value"] is not None and t["met"] in (True, False) for t in results["targets"]), results["targets"]
+
+
+def test_latency_harness_smoke_gives_numbers_through_a_delayed_broker(tmp_path):
+    """`bench/latency.py` (P6) with a few calls: the proxy holds each way for the delay asked (a
+    PING through it takes at least two of them more), every figure is there, and each system's
+    far call takes at least one more round trip than its near one (a call needs its message and
+    its result to cross the broker's link at least once)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ELASTICCODE_")}
+    out_file = tmp_path / "p6.json"
+    proc = subprocess.Popen([sys.executable, "bench/latency.py", "--calls", "20", "--burst", "40", "--delay-ms", "1",
+                             "--json", str(out_file)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=LIMIT)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=150)
+        pytest.fail(f"bench/latency.py took over {LIMIT} s:\n{out[-4000:]}")
+    assert proc.returncode == 0, out[-4000:]
+    figures = json.loads(out_file.read_text())
+    added = figures["ping_ms"]["far"] - figures["ping_ms"]["near"]
+    assert added >= 2 * 1.0, figures["ping_ms"]
+    medians = figures["p1_median_ms"]
+    assert set(medians) == {"ElasticCode near", "ElasticCode far", "Celery near", "Celery far"}
+    for system in ("ElasticCode", "Celery"):
+        assert medians[f"{system} far"] >= medians[f"{system} near"] + added, medians
+    assert all(_number(v) for v in [*medians.values(), *figures["p2_calls_per_s"].values(), figures["p2_ratio"]])

@@ -1,7 +1,8 @@
 """One Celery task per socket: run the function, record events, forward along plugs.
 
 The hot path per call: one pipelined Redis round trip (delivery count + prerun event + the
-routes' version), written before the function and, for a first delivery, read after it. One
+routes' version), written before the function and, for a first delivery, read once Celery has
+stored the result, so the caller never waits for it. One
 publish per plug, then the postrun event, follow after Celery has stored the result. Nothing waits for PostgreSQL; the agents' recorders write the
 events in batches.
 """
@@ -63,10 +64,11 @@ class SocketRuntime:
         self.max_deliveries = max_deliveries
         self.meter = CostMeter()
         self.pressure = BackPressure(QueueGauge(app, app.conf.broker_url), redis_client, owner, worker_name)
+        self._ahead: tuple[Any, SentAhead] | None = None  # this process's call whose prerun replies are unread
 
     # -- the call ---------------------------------------------------------------------------
-    # Nothing waits on a round trip before a first delivery's function (its prerun replies are
-    # read after it); the postrun event and the plugs go out from on_success/on_failure, which
+    # Nothing on the way to a first delivery's result waits for a round trip (its prerun replies
+    # are read once the result is stored); the postrun event and the plugs go out from on_success/on_failure, which
     # Celery runs after storing the result and before acking the message, so nothing is lost on
     # a crash.
 
@@ -82,15 +84,15 @@ class SocketRuntime:
         commands = [("INCR", key), ("EXPIRE", key, naming.DELIVERY_TTL_SECONDS),
                     ("XADD", naming.EVENTS_STREAM, "*", *chain.from_iterable(stream_fields(prerun).items())),
                     ("GET", naming.ROUTES_VERSION_KEY)]
-        ahead = None
+        self._settle()  # a call that ended without on_success/on_failure (Ignore, Retry) left its replies
         if not (request.delivery_info or {}).get("redelivered"):
-            # A first delivery is delivery 1 by definition: the round trip runs beside the function
-            # and its replies are read after it. Every redelivery (kombu's restores and RabbitMQ's
-            # requeues mark it) waits for its count first, to dead-letter a message that keeps
-            # killing its process before it runs again.
+            # A first delivery is delivery 1 by definition: its round trip runs beside the function
+            # and the storing of its result, and its replies are read when its closing event is
+            # made. Every redelivery (kombu's restores and RabbitMQ's requeues mark it) waits for
+            # its count first, to dead-letter a message that keeps killing its process.
             with contextlib.suppress(redis.ConnectionError, redis.TimeoutError, OSError):
-                ahead = SentAhead(self.redis, commands)
-        if ahead is None:
+                self._ahead = (request, SentAhead(self.redis, commands))
+        if self._ahead is None:
             replies = self._pipeline(commands)
             deliveries, request.ec_routes = replies[0], replies[-1]
             if deliveries > self.max_deliveries:
@@ -98,19 +100,15 @@ class SocketRuntime:
         else:
             deliveries = 1
         request.ec_prerun, request.ec_deliveries, request.ec_started = prerun, deliveries, time.time()
+        pinned = _header(request, naming.H_COMMIT)
+        if pinned and self.commit and pinned != self.commit:
+            raise CommitMismatch(f"this replay runs only at commit {pinned[:12]}, and worker {self.worker_name} runs "
+                                 f"{self.commit[:12]} (the processor moved on meanwhile): replay with --latest-code")
+        cpu = self.meter.start()
         try:
-            pinned = _header(request, naming.H_COMMIT)
-            if pinned and self.commit and pinned != self.commit:
-                raise CommitMismatch(f"this replay runs only at commit {pinned[:12]}, and worker {self.worker_name} "
-                                     f"runs {self.commit[:12]} (the processor moved on meanwhile): replay with --latest-code")
-            cpu = self.meter.start()
-            try:
-                return func(*args, **kwargs)
-            finally:
-                request.ec_cost = self.meter.stop(cpu)
+            return func(*args, **kwargs)
         finally:
-            if ahead is not None:
-                self._settle(request, ahead)
+            request.ec_cost = self.meter.stop(cpu)
 
     def _pipeline(self, commands: list[tuple]) -> list:
         pipe = self.redis.pipeline(transaction=False)
@@ -118,11 +116,14 @@ class SocketRuntime:
             pipe.execute_command(*command)
         return pipe.execute()
 
-    def _settle(self, request: Any, ahead: SentAhead) -> None:
-        """Read what the prerun round trip sent ahead of the function answered."""
+    def _settle(self) -> None:
+        """Read the replies to a prerun round trip sent ahead (a pool process runs one call at a time)."""
+        if self._ahead is None:
+            return
+        (request, ahead), self._ahead = self._ahead, None
         try:
             replies = ahead.replies()
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        except (redis.RedisError, OSError) as exc:
             # The call ran and its result stands; plugs read the routes' version themselves.
             logger.warning("call %s: the prerun replies were lost (%s)", request.id, exc)
             return
@@ -132,8 +133,9 @@ class SocketRuntime:
 
     def _ending(self, request: Any, event: str, **values: Any) -> CallEvent:
         """The call's closing event: the prerun event's fields, with the outcome and timings."""
-        prerun: CallEvent = request.ec_prerun
         now = time.time()
+        self._settle()  # after Celery stored the result: the caller did not wait for this round trip
+        prerun: CallEvent = request.ec_prerun
         cpu, peak = getattr(request, "ec_cost", None) or (None, None)
         return dataclasses.replace(prerun, event=event, ts=now, duration=now - request.ec_started,
                                    deliveries=request.ec_deliveries, cpu_seconds=cpu, peak_memory=peak, **values)
