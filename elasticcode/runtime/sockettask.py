@@ -2,9 +2,9 @@
 
 The hot path per call: one pipelined Redis round trip (delivery count + prerun event + the
 routes' version), written before the function and, for a first delivery, read once Celery has
-stored the result, so the caller never waits for it. One
-publish per plug, then the postrun event, follow after Celery has stored the result. Nothing waits for PostgreSQL; the agents' recorders write the
-events in batches.
+stored the result, so the caller never waits for it. One publish per plug, then the postrun
+event, follow after Celery has stored the result. Nothing waits for PostgreSQL; the agents'
+recorders write the events in batches.
 """
 
 from __future__ import annotations
@@ -68,9 +68,9 @@ class SocketRuntime:
 
     # -- the call ---------------------------------------------------------------------------
     # Nothing on the way to a first delivery's result waits for a round trip (its prerun replies
-    # are read once the result is stored); the postrun event and the plugs go out from on_success/on_failure, which
-    # Celery runs after storing the result and before acking the message, so nothing is lost on
-    # a crash.
+    # are read once the result is stored); the postrun event and the plugs go out from
+    # on_success/on_failure, which Celery runs after storing the result and before acking the
+    # message, so nothing is lost on a crash.
 
     def run(self, task: Any, socket: str, func: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         request = task.request
