@@ -122,10 +122,11 @@ def main(argv: list[str] | None = None) -> None:
         def use(url: str):
             return lambda: elasticcode.configure(broker=url, backend=url)  # the public API's own switch
 
+        near, far = Socket(name="near.echo"), Socket(name="far.echo")
         # name: (what to do before its turn, one call's round trip, one call sent)
         systems = {
-            "ElasticCode near": (use(near_url), lambda: Socket(name="near.echo")(1), Socket(name="near.echo").delay),
-            "ElasticCode far": (use(far_url), lambda: Socket(name="far.echo")(1), Socket(name="far.echo").delay),
+            "ElasticCode near": (use(near_url), lambda: near(1), near.delay),
+            "ElasticCode far": (use(far_url), lambda: far(1), far.delay),
             "Celery near": (lambda: None, lambda: raw["near"](1).get(timeout=600), raw["near"]),
             "Celery far": (lambda: None, lambda: raw["far"](1).get(timeout=600), raw["far"]),
         }
