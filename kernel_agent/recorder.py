@@ -40,6 +40,8 @@ log = logging.getLogger("elasticcode.recorder")
 EVENT_NAMESPACE = uuid.UUID("0b8f4a52-7f1e-4d6b-bb6e-3f5f5b1d2c11")
 BATCH = 2000
 LINGER = 0.05  # seconds a partial batch waits for more events
+SUSTAINED = 20  # entries in a LINGER (400 events/s) that keep a batch gathering, up to
+LINGER_MAX = 0.25  # seconds after its first read
 # Recorder threads per agent: while one waits for PostgreSQL, another reads and verifies (the
 # Python work holds the GIL, PostgreSQL's wait does not). P7, interleaved in one stack: 1,969 ->
 # 2,635 calls/s (medians of 4, faster in every pair); P2's bursts unchanged; a third thread added nothing.
@@ -271,12 +273,20 @@ class Recorder(threading.Thread):
         if own_pending:
             return streamread.entries(self.stream.xreadgroup(group, me, {naming.EVENTS_STREAM: "0"}, count=BATCH))
         found = streamread.entries(self.stream.xreadgroup(group, me, {naming.EVENTS_STREAM: ">"}, count=BATCH, block=200))
-        if 0 < len(found) < BATCH:
+        deadline = time.monotonic() + LINGER_MAX
+        while 0 < len(found) < BATCH:
             # A call's events come a few ms apart: wait for the rest before writing, so that
-            # PostgreSQL gets one transaction (one fsync) for many events, not one for each.
-            self.stop_event.wait(LINGER)
-            found += streamread.entries(self.stream.xreadgroup(group, me, {naming.EVENTS_STREAM: ">"},
-                                                               count=BATCH - len(found)))
+            # PostgreSQL gets one transaction (one fsync) for many events, not one for each. While
+            # they keep coming fast (a burst), keep gathering, up to LINGER_MAX: a transaction's
+            # cost is mostly per batch, not per row. Bursts of 1,000 calls, interleaved: CPU per
+            # call 0.53 -> 0.28 ms in PostgreSQL and 0.62 -> 0.53 ms in the agent (medians of 10).
+            if self.stop_event.wait(LINGER):
+                break
+            more = streamread.entries(self.stream.xreadgroup(group, me, {naming.EVENTS_STREAM: ">"},
+                                                             count=BATCH - len(found)))
+            found += more
+            if len(more) < SUSTAINED or time.monotonic() >= deadline:
+                break
         return found
 
     def run(self) -> None:
