@@ -46,6 +46,7 @@ SIZES = {
     "p4_hops": (50, 10),
     "p5_rows": (100_000, 20_000),
     "p7_calls": (10_000, 1000),  # x 4 events; the recorder takes 1,000 to 2,000 calls/s here
+    "p7_sustain_s": (10, 2),  # then a load at 80% of that rate, this long: the lag under it
 }
 
 
@@ -262,7 +263,7 @@ def run(args: argparse.Namespace) -> dict:
             if "elasticcode" in order:
                 extra = reps["elasticcode"]["extra"] = {}
                 for op, arg in (("plug_hop", {"count": sizes["p4_hops"]}), ("join_hop", {"count": sizes["p4_hops"]}),
-                                ("history_load", {"rows": sizes["p5_rows"]}), ("ingest", {"calls": sizes["p7_calls"]})):
+                                ("history_load", {"rows": sizes["p5_rows"]}), ("ingest", {"calls": sizes["p7_calls"], "sustain_s": sizes["p7_sustain_s"]})):
                     reply = attempt("elasticcode", op, "extra", 900, fn=op, args=arg)
                     if reply:
                         extra[op] = reply["result"]

@@ -30,6 +30,9 @@ EC_ONLY = (
     ("p7_calls_per_s", "P7 provenance ingest, stream -> PostgreSQL", "calls/s", "{:.0f}"),
     ("p7_events_per_s", "P7 provenance ingest", "events/s", "{:.0f}"),
     ("p7_push_events_per_s", "P7 push into the Redis stream alone", "events/s", "{:.0f}"),
+    ("p7_sustained_calls_per_s", "P7 sustained load: 80% of the ingest rate", "calls/s", "{:.0f}"),
+    ("p7_lag_median_s", "P7 lag under that load (not yet written / rate), median", "s", "{:.3f}"),
+    ("p7_lag_max_s", "P7 lag under that load, max", "s", "{:.3f}"),
 )
 EC_KEYS = tuple(key for key, *_ in EC_ONLY)
 
@@ -72,6 +75,9 @@ def summarize(system: dict) -> dict:
             row["p7_calls_per_s"] = extra["ingest"]["calls_per_s"]
             row["p7_events_per_s"] = extra["ingest"]["events_per_s"]
             row["p7_push_events_per_s"] = extra["ingest"]["push_events_per_s"]
+            for key in ("sustained_calls_per_s", "lag_median_s", "lag_max_s"):
+                if key in extra["ingest"]:
+                    row[f"p7_{key}"] = extra["ingest"][key]
         per.append(row)
     keys = {key for row in per for key in row}
     return {key: _median([row.get(key) for row in per]) for key in sorted(keys)}

@@ -30,6 +30,8 @@ PLUGS = (("bench.hop", "bench.source", "bench.target", None), ("bench.join.left"
          ("bench.join.right", "bench.right", "bench.join", "right"))
 PAUSE = 0.1  # seconds after a plugged call's source returns, before the next call (P4)
 EVENTS_PER_CALL = 4  # queued, received, prerun, postrun: what one real call writes
+SUSTAIN = 0.8  # P7's sustained load: this fraction of the ingest rate just measured
+TICK = 0.05  # seconds between its pushes
 
 
 def _ms(seconds: list[float]) -> dict:
@@ -182,21 +184,61 @@ class System(Base):
             raise RuntimeError(f"history() returned {len(frame)} rows, not {rows}")
         return {"seconds": seconds, "rows": rows}
 
-    def ingest(self, calls: int) -> dict:
+    def ingest(self, calls: int, sustain_s: float = 0.0) -> dict:
         """P7: `calls` synthetic calls (EVENTS_PER_CALL events each) pushed into the event stream as fast as
-        Redis takes them; the time until the recorder has them all in PostgreSQL."""
-        from sqlalchemy import text
-
+        Redis takes them; the time until the recorder has them all in PostgreSQL. Then, for `sustain_s`
+        seconds, calls at SUSTAIN (a fraction) of the rate just measured, pushed every TICK: the lag
+        (events in the stream, not yet written, over the rate they come at) sampled before each push."""
         from elasticcode.client.settings import default_dispatcher
         from elasticcode.runtime import naming
+
+        redis = default_dispatcher().redis
+        name = f"bench.ingest.{uuid.uuid4().hex[:8]}"
+        entries = self._synthetic_events(name, calls)
+        while redis.xlen(naming.EVENTS_STREAM):  # start from an empty stream
+            time.sleep(0.05)
+        t0 = time.perf_counter()
+        for start in range(0, len(entries), 1000):
+            self._push(redis, entries[start:start + 1000])
+        pushed = time.perf_counter() - t0
+        # The recorder deletes entries from the stream once the rows that carry them are committed.
+        self._drained(redis, name, calls)
+        seconds = time.perf_counter() - t0
+        events = calls * EVENTS_PER_CALL
+        out = {"calls_per_s": calls / seconds, "events_per_s": events / seconds, "push_events_per_s": events / pushed,
+               "seconds": seconds, "calls": calls, "events": events}
+        if sustain_s > 0:
+            out.update(self._sustained(redis, SUSTAIN * calls / seconds, sustain_s))
+        return out
+
+    def _sustained(self, redis, rate: float, seconds: float) -> dict:
+        from elasticcode.runtime import naming
+
+        name = f"bench.sustain.{uuid.uuid4().hex[:8]}"
+        ticks = max(1, round(seconds / TICK))
+        per_tick = max(1, round(rate * TICK))
+        entries = self._synthetic_events(name, per_tick * ticks)
+        step = per_tick * EVENTS_PER_CALL
+        lags, start = [], time.perf_counter()
+        for i in range(ticks):
+            time.sleep(max(0.0, start + i * TICK - time.perf_counter()))
+            lags.append(redis.xlen(naming.EVENTS_STREAM) / (rate * EVENTS_PER_CALL))
+            self._push(redis, entries[i * step:(i + 1) * step])
+        end = time.perf_counter()
+        self._drained(redis, name, per_tick * ticks)
+        lags.sort()
+        return {"sustained_calls_per_s": per_tick / TICK, "sustained_s": ticks * TICK, "lag_median_s": statistics.median(lags),
+                "lag_p95_s": lags[min(len(lags) - 1, int(0.95 * len(lags)))], "lag_max_s": lags[-1],
+                "drain_s": time.perf_counter() - end}
+
+    @staticmethod
+    def _synthetic_events(name: str, calls: int) -> list[dict]:
+        from elasticcode.client.settings import default_dispatcher
         from elasticcode.runtime.events import POSTRUN, PRERUN, QUEUED, RECEIVED, CallEvent, stream_fields
 
         dispatcher = default_dispatcher()
         dispatcher.sign_calls()  # the recorder writes only signed events
-        redis, user = dispatcher.redis, dispatcher.user
-        name = f"bench.ingest.{uuid.uuid4().hex[:8]}"
-        now = time.time()
-        entries = []
+        now, user, entries = time.time(), dispatcher.user, []
         for _ in range(calls):
             call = str(uuid.uuid4())
             common = dict(socket=name, processor="bench", tracking=call, user=user)
@@ -206,28 +248,31 @@ class System(Base):
                         stream_fields(CallEvent(call, PRERUN, now, worker="bench@host", host="host", **common)),
                         stream_fields(CallEvent(call, POSTRUN, now, worker="bench@host", host="host", duration=0.001,
                                                 result="1", **common))]
-        while redis.xlen(naming.EVENTS_STREAM):  # start from an empty stream
-            time.sleep(0.05)
-        t0 = time.perf_counter()
-        for start in range(0, len(entries), 1000):
-            pipe = redis.pipeline(transaction=False)
-            for fields in entries[start:start + 1000]:
-                pipe.xadd(naming.EVENTS_STREAM, fields)
-            pipe.execute()
-        pushed = time.perf_counter() - t0
-        # The recorder deletes entries from the stream once the rows that carry them are committed.
+        return entries
+
+    @staticmethod
+    def _push(redis, entries: list[dict]) -> None:
+        from elasticcode.runtime import naming
+
+        pipe = redis.pipeline(transaction=False)
+        for fields in entries:
+            pipe.xadd(naming.EVENTS_STREAM, fields)
+        pipe.execute()
+
+    def _drained(self, redis, name: str, calls: int) -> None:
+        """Until the stream is empty; then every one of the `calls` must be in PostgreSQL, finished."""
+        from sqlalchemy import text
+
+        from elasticcode.runtime import naming
+
         deadline = time.monotonic() + TIMEOUT
         while redis.xlen(naming.EVENTS_STREAM) and time.monotonic() < deadline:
             time.sleep(0.01)
-        seconds = time.perf_counter() - t0
         with self._engine().connect() as conn:
             stored = conn.execute(text("SELECT count(*) FROM call WHERE name = :n AND state = 'finished'"),
                                   {"n": name}).scalar_one()
         if stored != calls:
-            raise RuntimeError(f"{stored} of {calls} calls in PostgreSQL after {seconds:.1f} s")
-        events = calls * EVENTS_PER_CALL
-        return {"calls_per_s": calls / seconds, "events_per_s": events / seconds, "push_events_per_s": events / pushed,
-                "seconds": seconds, "calls": calls, "events": events}
+            raise RuntimeError(f"{stored} of {calls} calls of {name} in PostgreSQL once the stream was empty")
 
     def stop(self) -> None:
         pass  # the harness stops the stack (and with it the agent and its workers)
