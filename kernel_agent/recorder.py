@@ -158,8 +158,8 @@ class Recorder(threading.Thread):
         self.db_url, self.redis, self.stop_event, self.publish = db_url, client, stop, publish
         # Shared by the recorders of one agent: one reads at a time; the first reads always, the
         # others only while the last read found a full batch (a backlog: P7, or catching up after
-        # an outage). Two threads on a trickle made smaller batches, more transactions, and cost
-        # P2's bursts a tenth of their throughput.
+        # an outage). Two threads reading a trickle would split it into smaller batches, so more
+        # transactions, for nothing: one thread keeps up with it.
         self.read_lock = read_lock or threading.Lock()
         self.backlog = backlog or threading.Event()
         self.helper = index > 0

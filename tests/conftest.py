@@ -13,6 +13,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,6 +152,14 @@ def group_login(admin_url: str, pg_server: str, folder: Path, group: str, prefix
     finally:
         dispose_all()
         with conn.cursor() as cur:
+            # A session ends a moment after its socket closes, and until then its temporary tables
+            # (a recorder's staging tables) are the role's: DROP ROLE would refuse.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role,))
+                if not cur.fetchone()[0]:
+                    break
+                time.sleep(0.05)
             cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
         conn.close()
 
