@@ -192,10 +192,17 @@ def fold(row: dict[str, Any] | None, event: CallEvent) -> dict[str, Any]:
 
 
 def fold_all(events: Iterable[CallEvent]) -> dict[str, dict[str, Any]]:
+    """Each call's events folded into its row, oldest first: where and when a call ran come from
+    its latest delivery, and a batch can hold an earlier one's events after a later one's (those a
+    dead node's recorder had read, claimed when the node is marked down, as its calls run again)."""
     rows: dict[str, dict[str, Any]] = {}
-    for event in events:
+    for event in sorted(events, key=_time):
         rows[event.call] = fold(rows.get(event.call), event)
     return rows
+
+
+def _time(event: CallEvent) -> float:
+    return event.ts
 
 
 class EventStream:
