@@ -82,8 +82,9 @@ def upsert_calls(conn: Connection, calls: dict[str, dict[str, Any]]) -> None:
 
     Where and when a call ran (worker, host, started...) come from the latest delivery: a batch of
     an earlier delivery (held by a recorder on a node that died, written a minute later by another)
-    only fills what is missing. Rows go in id order, so recorders writing overlapping batches take
-    row locks in one order and never deadlock."""
+    only fills what is missing, and the ending event carries its run's start, so a start written
+    meanwhile by the earlier delivery's prerun does not stay. Rows go in id order, so recorders
+    writing overlapping batches take row locks in one order and never deadlock."""
     rows = [{"name": "?", **row} for row in calls.values()]
     for keys in sorted({tuple(sorted(r)) for r in rows}):  # one statement per set of columns
         copy_to_stage(conn, CALL_STAGE, "call", keys, [r for r in rows if tuple(sorted(r)) == keys])
@@ -117,8 +118,11 @@ def merge_calls(keys: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
         set_={
             "state": case((rank(ex.state) >= rank(cur.state), ex.state), else_=cur.state),
             "name": case((ex.name != "?", ex.name), else_=cur.name),
-            **{c: func.coalesce(cur[c], ex[c]) for c in ("received", "tracking", "parent", "argument", "inputs",
-                                                         "replay_of") if c in keys},
+            # The first receipt, and the first event's time (the queued event, sent from the client's
+            # background thread, can be written in a later batch than the worker's received).
+            **{c: func.least(cur[c], ex[c]) for c in ("received", "created") if c in keys},
+            **{c: func.coalesce(cur[c], ex[c]) for c in ("tracking", "parent", "argument", "inputs", "replay_of")
+               if c in keys},
             **{c: case((latest, func.coalesce(ex[c], cur[c])), else_=func.coalesce(cur[c], ex[c]))
                for c in ("started", "finished", "duration", "result", "worker", "host", "processor", "commit",
                          "cpu_seconds", "peak_memory")

@@ -31,10 +31,12 @@ optional_text = st.none() | text.filter(bool)  # an empty field is left off the 
 
 @given(call=text.filter(bool), event=text.filter(bool), ts=st.floats(allow_nan=False, allow_infinity=False),
        socket=optional_text, result=optional_text, duration=st.none() | st.floats(allow_nan=False, allow_infinity=False),
-       deliveries=st.none() | st.integers(0, 2**31), peak_memory=st.none() | st.integers(0, 2**62))
-def test_an_event_reads_back_from_its_stream_fields(call, event, ts, socket, result, duration, deliveries, peak_memory):
+       deliveries=st.none() | st.integers(0, 2**31), peak_memory=st.none() | st.integers(0, 2**62),
+       started=st.none() | st.floats(allow_nan=False, allow_infinity=False))
+def test_an_event_reads_back_from_its_stream_fields(call, event, ts, socket, result, duration, deliveries, peak_memory,
+                                                    started):
     sent = CallEvent(call, event, ts, socket=socket, result=result, duration=duration, deliveries=deliveries,
-                     peak_memory=peak_memory)
+                     peak_memory=peak_memory, started=started)
     assert CallEvent.from_fields(sent.to_fields()) == sent
 
 

@@ -23,7 +23,8 @@ def _events() -> list[CallEvent]:
         CallEvent(CALL, PRERUN, 101.1, worker="p@node1", host="node1", **common),
         CallEvent(CALL, RECEIVED, 109.0, worker="p@node2", host="node2", **common),
         CallEvent(CALL, PRERUN, 109.1, worker="p@node2", host="node2", **common),
-        CallEvent(CALL, POSTRUN, 109.3, worker="p@node2", host="node2", duration=0.2, deliveries=2, result="1", **common),
+        CallEvent(CALL, POSTRUN, 109.3, worker="p@node2", host="node2", duration=0.2, deliveries=2, result="1",
+                  started=109.1, **common),
     ]
 
 

@@ -85,6 +85,10 @@ class CallEvent:
     replay_of: str | None = None  # the call this one replays, on `queued`
     cpu_seconds: float | None = None  # CPU time the function used, on the ending event
     peak_memory: int | None = None  # peak resident bytes of the pool process during the call, same
+    # The run's start (its prerun's time), on the ending event: the run that ends is the latest
+    # delivery, and its start must win over an earlier delivery's prerun written after it (a dead
+    # node's events, claimed by another recorder, can reach PostgreSQL in a later batch).
+    started: float | None = None
 
     @classmethod
     def now(cls, call: str, event: str, **values: Any) -> CallEvent:
@@ -145,7 +149,8 @@ class CallEvent:
 
 _OPTIONAL = tuple(f.name for f in fields(CallEvent))[3:]
 _NUMERIC = tuple((_OPTIONAL.index(name), kind) for name, kind in (("duration", float), ("deliveries", int),
-                                                                   ("cpu_seconds", float), ("peak_memory", int)))
+                                                                   ("cpu_seconds", float), ("peak_memory", int),
+                                                                   ("started", float)))
 
 
 def fold(row: dict[str, Any] | None, event: CallEvent) -> dict[str, Any]:
@@ -174,6 +179,8 @@ def fold(row: dict[str, Any] | None, event: CallEvent) -> dict[str, Any]:
         row["started"] = at
     elif event.event in ENDING_EVENTS:
         row["finished"] = at
+        if event.started:
+            row["started"] = datetime.fromtimestamp(event.started, tz=timezone.utc)
         if event.duration:
             row["duration"] = event.duration
         if event.error:

@@ -137,7 +137,7 @@ class SocketRuntime:
         self._settle()  # after Celery stored the result: the caller did not wait for this round trip
         prerun: CallEvent = request.ec_prerun
         cpu, peak = getattr(request, "ec_cost", None) or (None, None)
-        return dataclasses.replace(prerun, event=event, ts=now, duration=now - request.ec_started,
+        return dataclasses.replace(prerun, event=event, ts=now, started=prerun.ts, duration=now - request.ec_started,
                                    deliveries=request.ec_deliveries, cpu_seconds=cpu, peak_memory=peak, **values)
 
     def succeeded(self, task: Any, result: Any) -> None:
