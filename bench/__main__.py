@@ -6,10 +6,11 @@ the same workloads in one run, alternating, with the same worker count (the mach
 Brings up its own embedded ElasticCode stack (`flow up` in a temporary ELASTICCODE_HOME) and every
 system, each driven by a child process of its own (bench/driver.py); runs P1 (sequential round
 trip of a no-op), P2 (N no-op calls sent then gathered), P3 (a CPU-bound function of about 50 ms at
-1 process and at N), and for ElasticCode P4 (plug hop and argument join, from the recorded
-timestamps), P5 (history() of 100k calls) and P7 (provenance ingest); every repeat runs each
-workload on every system in turn, in a rotating order, so noise hits them alike. Prints the table,
-writes bench/results/<date>-<machine>.json and a bar chart .png next to it, and tears everything down.
+1 process and at N), P4's hop (ElasticCode's plug and argument join, from the recorded timestamps;
+raw Celery's on_success sending the next task, timed at the same points), and for ElasticCode P5
+(history() of 100k calls) and P7 (provenance ingest); every repeat runs each workload on every
+system in turn, in a rotating order, so noise hits them alike. Prints the table, writes
+bench/results/<date>-<machine>.json and a bar chart .png next to it, and tears everything down.
 """
 
 from __future__ import annotations
@@ -260,6 +261,11 @@ def run(args: argparse.Namespace) -> dict:
                     reply = attempt(name, key, "cpu", 300, n=sizes["p3_calls"], procs=procs_, work=work)
                     if reply:
                         reps[name][key] = reply["seconds"]
+            for name in order:  # P4's hop, the same way in raw Celery (ElasticCode's comes below)
+                if name.startswith("celery"):
+                    reply = attempt(name, "plug_hop", "extra", 300, fn="plug_hop", args={"count": sizes["p4_hops"]})
+                    if reply:
+                        reps[name]["extra"] = {"plug_hop": reply["result"]}
             if "elasticcode" in order:
                 extra = reps["elasticcode"]["extra"] = {}
                 for op, arg in (("plug_hop", {"count": sizes["p4_hops"]}), ("join_hop", {"count": sizes["p4_hops"]}),

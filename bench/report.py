@@ -138,6 +138,14 @@ def table(results: dict) -> str:
         lines += ["", "ElasticCode only:"]
         for key, what, unit, fmt in EC_ONLY:
             lines.append(f"  {what:<72} {_fmt(ec['metrics'].get(key), fmt):>10} {unit}")
+    raw_hops = {name: s["metrics"]["p4_plug_hop_ms"] for name, s in systems.items()
+                if name != "elasticcode" and s.get("metrics", {}).get("p4_plug_hop_ms") is not None}
+    if raw_hops:
+        lines += ["", "P4's hop in raw Celery (on_success sends the next task), median:"]
+        ec_hop = (ec or {}).get("metrics", {}).get("p4_plug_hop_ms")
+        for name, hop in raw_hops.items():
+            vs = f"   ElasticCode's plug hop / this: {ec_hop / hop:.2f}x" if ec_hop else ""
+            lines.append(f"  {BY_NAME[name].label:<72} {hop:>10.2f} ms{vs}")
     lines += ["", "Targets (ElasticCode):"]
     for t in results["targets"]:
         value = "-" if t["value"] is None else f"{t['value']:.3g}"
@@ -182,12 +190,14 @@ def plot(results: dict, path: Path) -> None:
             ax.legend(fontsize=8)
     ec = systems.get("elasticcode", {}).get("metrics", {})
     ax = axes.flat[4]
-    hops = [("plug hop", ec.get("p4_plug_hop_ms")), ("join hop", ec.get("p4_join_hop_ms"))]
-    ax.bar([h for h, _ in hops], [v or 0 for _, v in hops], color="#d62728")
+    hops = [("plug hop", ec.get("p4_plug_hop_ms")), ("join hop", ec.get("p4_join_hop_ms")),
+            *((f"hop, {name}", s["metrics"].get("p4_plug_hop_ms")) for name, s in systems.items()
+              if name.startswith("celery") and s["metrics"].get("p4_plug_hop_ms") is not None)]
+    ax.bar([h for h, _ in hops], [v or 0 for _, v in hops], color=["#d62728", "#d62728"] + ["#1f77b4"] * (len(hops) - 2))
     for i, (_, v) in enumerate(hops):
         ax.annotate(f"{v or 0:.3g}", (i, v or 0), ha="center", va="bottom", fontsize=8)
     ax.axhline(2.0, color="black", linestyle="--", linewidth=1, label="target 2 ms")
-    ax.set_title("P4 ElasticCode hop, median (ms)")
+    ax.set_title("P4 hop, median (ms): ElasticCode; raw Celery's on_success")
     ax.legend(fontsize=8)
     ax = axes.flat[5]
     p5, p7 = ec.get("p5_history_s"), ec.get("p7_calls_per_s")

@@ -9,13 +9,17 @@
     stop()                      tear down everything start() started
 
 The harness times these calls itself (bench.driver), so every system is timed the same way.
-ElasticCode's System also has the measurements only it can make (P4, P5, P7).
+ElasticCode's System also has the measurements only it can make (P4's join, P5, P7); it and the raw
+Celery lines have `plug_hop(count)`, P4's hop (a call's result sent on to the next call).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import statistics
 from dataclasses import dataclass
+
+HOP_PAUSE = 0.1  # seconds after a plugged call's source returns, before the next call (P4)
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,13 @@ BASELINE = "celery"  # ratios are to raw durable Celery
 def missing(entry: Entry) -> list[str]:
     """The packages of `entry` that are not installed."""
     return [name for name in entry.requires if importlib.util.find_spec(name) is None]
+
+
+def summary_ms(seconds: list[float]) -> dict:
+    """Median, p95 (in ms) and count of some durations in seconds."""
+    ordered = sorted(seconds)
+    return {"median": statistics.median(ordered) * 1000, "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] * 1000,
+            "n": len(ordered)}
 
 
 class System:

@@ -18,6 +18,7 @@ import uuid
 from datetime import datetime, timezone
 
 from ..stack import flow, make_repo
+from . import HOP_PAUSE, summary_ms
 from . import System as Base
 
 TIMEOUT = 600
@@ -28,16 +29,10 @@ SOCKETS = (  # name, function, processor
 )
 PLUGS = (("bench.hop", "bench.source", "bench.target", None), ("bench.join.left", "bench.left", "bench.join", "left"),
          ("bench.join.right", "bench.right", "bench.join", "right"))
-PAUSE = 0.1  # seconds after a plugged call's source returns, before the next call (P4)
 EVENTS_PER_CALL = 4  # queued, received, prerun, postrun: what one real call writes
 SUSTAIN = 0.8  # P7's sustained load: this fraction of the ingest rate just measured
 TICK = 0.05  # seconds between its pushes
 
-
-def _ms(seconds: list[float]) -> dict:
-    ordered = sorted(seconds)
-    return {"median": statistics.median(ordered) * 1000, "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] * 1000,
-            "n": len(ordered)}
 
 
 class System(Base):
@@ -117,14 +112,14 @@ class System(Base):
             handle = source.delay(i)
             handle.get(timeout=TIMEOUT)
             ids.append(handle.id)
-            time.sleep(PAUSE)  # the hop alone: the next source call does not race the plugged one
+            time.sleep(HOP_PAUSE)  # the hop alone: the next source call does not race the plugged one
         targets = self._wait_history("bench.target", count, since)
         sources = history(socket="bench.source", since=since, state="finished").set_index("id")
         hops = [(row.started - sources.loc[row.parent, "finished"]).total_seconds()
                 for row in targets.itertuples() if row.parent in sources.index and row.parent in set(ids)]
         if len(hops) < count:
             raise RuntimeError(f"only {len(hops)} of {count} plugged calls were recorded")
-        return _ms(hops)
+        return summary_ms(hops)
 
     def join_hop(self, count: int) -> dict:
         """P4 (join): `parallel([left.p(i), right.p(i)])`, both plugged into join's arguments; from history():
@@ -140,7 +135,7 @@ class System(Base):
             run.get(timeout=TIMEOUT)
             par.append(time.perf_counter() - t)
             roots.append(run.id)
-            time.sleep(PAUSE)  # the join alone, as for the plug hop
+            time.sleep(HOP_PAUSE)  # the join alone, as for the plug hop
             t = time.perf_counter()
             pipeline([echo.p(i), echo.p()])().get(timeout=TIMEOUT)
             pipe.append(time.perf_counter() - t)
@@ -151,7 +146,7 @@ class System(Base):
                 if row.tracking in sides.index and row.tracking in set(roots)]
         if len(hops) < count:
             raise RuntimeError(f"only {len(hops)} of {count} joins were recorded")
-        return {"join": _ms(hops), "parallel": _ms(par), "pipeline": _ms(pipe)}
+        return {"join": summary_ms(hops), "parallel": summary_ms(par), "pipeline": summary_ms(pipe)}
 
     def _engine(self, admin: bool = False):
         from elasticcode.client.settings import default_settings

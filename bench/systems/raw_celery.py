@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 from .. import procs
+from . import HOP_PAUSE, summary_ms
 from . import System as Base
 
 TIMEOUT = 600
@@ -22,6 +24,7 @@ class System(Base):
         from . import celery_app
 
         self.app, self.echo, self.spin = celery_app.app, celery_app.ECHO, celery_app.SPIN
+        self.hop_source, self.hop_id = celery_app.HOP_SOURCE, celery_app.hop_id
         self.queues = {workers: f"bench.{settings}.n", 1: f"bench.{settings}.1"}
         self.workers = []
         for procs_, queue in self.queues.items():
@@ -49,6 +52,17 @@ class System(Base):
     def cpu(self, n_calls: int, procs_: int, work: int) -> None:
         queue = self.queues[procs_]
         self._gather([self.app.send_task(self.spin, args=[work], queue=queue) for _ in range(n_calls)])
+
+    def plug_hop(self, count: int) -> dict:
+        """P4's hop, as ElasticCode's plug_hop times it: the next task's start - the source's finish."""
+        queue = self.queues[max(self.queues)]
+        sources = []
+        for _ in range(count):
+            source = self.app.send_task(self.hop_source, args=[queue], queue=queue)
+            source.get(timeout=TIMEOUT)
+            sources.append(source.id)
+            time.sleep(HOP_PAUSE)  # as for ElasticCode: the client waits for the next task's result only after all
+        return summary_ms([self.app.AsyncResult(self.hop_id(sid)).get(timeout=TIMEOUT) for sid in sources])
 
     def stop(self) -> None:
         for worker in getattr(self, "workers", []):
