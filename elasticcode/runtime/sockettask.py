@@ -199,13 +199,14 @@ class SocketRuntime:
 
     def _forward(self, done: CallEvent, kind: str, value: Any, encoded: str | None = None,
                  version: bytes | None = None) -> None:
-        route = self.routes.get(self.owner, done.socket or "", version)
+        table = self.routes.table(version)  # one table for the source and its targets: no second read
+        route = table.get(self.owner, done.socket or "")
         if route is None:
             return
         for plug in route.plugs:
             if plug.type != kind:
                 continue
-            target = self.routes.get(plug.target_owner, plug.target)
+            target = table.get(plug.target_owner, plug.target)
             if target is None:
                 continue
             headers = {naming.H_PARENT: done.call, naming.H_TRACKING: done.tracking, naming.H_USER: done.user,
