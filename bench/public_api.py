@@ -53,7 +53,8 @@ def _role(pid: int, seen: dict[int, tuple[int, float, str]]) -> str:
     parent, _, cmd = seen[pid]
     parent_cmd = seen.get(parent, (0, 0.0, ""))[2]
     for marker in ("elasticcode.runtime.worker", "celery"):
-        if marker in cmd and "worker" in cmd:
+        # Celery retitles its processes where setproctitle is installed: "[celeryd: ...:ForkPoolWorker-1]".
+        if marker in cmd and "worker" in cmd.lower():
             return "worker pool processes" if marker in parent_cmd else "worker main process"
     for marker, role in (("kernel_agent", "agent (recorder)"), ("elasticcode.api", "API server"),
                          ("redis-server", "Redis"), ("postgres", "PostgreSQL")):
