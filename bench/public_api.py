@@ -11,7 +11,11 @@ worker lost, prefetch 1, JSON) on the stack's Redis, and alternates rounds of se
 trips so machine noise hits both alike; then a burst of `calls` sent at once and gathered, with
 the CPU time each process spent on it, per call (this client, the worker's main and pool
 processes, the agent and its recorder, Redis, PostgreSQL: read from /proc), which says where a
-call's cost goes when the cores are the bound. Prints medians and ratios; tears it all down.
+call's cost goes when the cores are the bound. Also where a sequential call's time goes: a
+function that returns the time it ran splits each round trip into "to the function" (the client's
+send, the broker, the worker's receipt and its pool) and "back" (the result's store, the caller's
+wait and decoding), and for ElasticCode the recorded `received` splits the first at the worker's
+receipt. Prints medians and ratios; tears it all down.
 """
 
 from __future__ import annotations
@@ -74,6 +78,39 @@ def cpu_per_call(run, calls: int) -> tuple[float, Counter]:
     return seconds, Counter({role: 1000 * cpu / calls for role, cpu in spent.items()})
 
 
+def split(app, clock, calls: int) -> None:
+    """Sequential calls of `clock` (returns the time it ran) on both sides, in alternating rounds:
+    the median time to the function and back, and for ElasticCode, from history(), where the
+    worker's receipt falls."""
+    from elasticcode import history
+
+    def one(send, into: list, sent: list | None = None) -> None:
+        t0 = time.time()
+        handle = send()
+        t1 = time.time()
+        ran = handle.get(timeout=30)
+        into.append((ran - t0, time.time() - ran, t1 - t0))
+        if sent is not None:
+            sent.append((handle.id, t0, ran))
+
+    raw, ours, sent = [], [], []
+    for _ in range(max(1, calls // 25)):
+        for _ in range(25):
+            one(lambda: app.send_task("raw.clock", args=[0], queue="raw"), raw)
+        for _ in range(25):
+            one(lambda: clock.delay(0), ours, sent)
+    rows = history(socket="bench.clock").set_index("id")
+    to_receipt = [rows.loc[call, "received"].timestamp() - t0 for call, t0, _ in sent if call in rows.index]
+    receipt_to_function = [ran - rows.loc[call, "received"].timestamp() for call, _, ran in sent if call in rows.index]
+    med = lambda values: statistics.median(values) * 1000  # noqa: E731
+    print(f"a sequential call's split, medians of {len(raw)}, ms     {'raw Celery':>10}  {'ElasticCode':>11}")
+    print(f"  send -> the function runs                 {med([a for a, _, _ in raw]):10.2f}  {med([a for a, _, _ in ours]):11.2f}")
+    print(f"    of which the client's send returns      {med([c for _, _, c in raw]):10.2f}  {med([c for _, _, c in ours]):11.2f}")
+    print(f"    of which send -> the worker's receipt   {'':>10}  {med(to_receipt):11.2f}")
+    print(f"    of which receipt -> the function runs   {'':>10}  {med(receipt_to_function):11.2f}")
+    print(f"  the function -> the caller has the result {med([b for _, b, _ in raw]):10.2f}  {med([b for _, b, _ in ours]):11.2f}")
+
+
 def main(calls: int = 300) -> None:
     work = Path(tempfile.mkdtemp(prefix="ecpub"))
     stack = Stack(work / "home")
@@ -84,6 +121,7 @@ def main(calls: int = 300) -> None:
         flow("add", "queue", "-n", "bq")
         flow("add", "processor", "-n", "bench", "-g", str(repo_dir), "-m", "benchfuncs", "-c", "1")
         flow("add", "socket", "-n", "bench.echo", "-q", "bq", "-pn", "bench", "-t", "echo")
+        flow("add", "socket", "-n", "bench.clock", "-q", "bq", "-pn", "bench", "-t", "clock")
 
         from elasticcode import Socket
         from elasticcode.runtime.app import make_app
@@ -116,6 +154,8 @@ def main(calls: int = 300) -> None:
         r95, o95 = statistics.quantiles(r, n=20)[-1], statistics.quantiles(o, n=20)[-1]
         print(f"round trip, median of {len(r)}: raw Celery {rm * 1000:.2f} ms (p95 {r95 * 1000:.2f}), "
               f"Socket(...)(x) {om * 1000:.2f} ms (p95 {o95 * 1000:.2f}), ElasticCode / raw {om / rm:.2f}")
+
+        split(app, Socket(name="bench.clock"), max(50, calls // 10))
 
         def burst(send) -> float:
             t = time.perf_counter()
