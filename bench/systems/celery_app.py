@@ -51,6 +51,8 @@ def hop_id(source_id: str) -> str:
 
 
 class HopSource(Task):
+    """Sends its result on from `on_success`, as Celery runs it: after the result is stored."""
+
     def on_success(self, retval, task_id, args, kwargs):
         finished = time.time()
         self.app.send_task(HOP_TARGET, args=[finished], queue=retval, task_id=hop_id(task_id))

@@ -34,7 +34,6 @@ SUSTAIN = 0.8  # P7's sustained load: this fraction of the ingest rate just meas
 TICK = 0.05  # seconds between its pushes
 
 
-
 class System(Base):
     def start(self, workers: int) -> dict:
         import elasticcode
