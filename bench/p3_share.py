@@ -25,22 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.__main__ import SPIN_SECONDS, calibrate  # noqa: E402
 from bench.public_api import cpu_per_call  # noqa: E402
 from bench.stack import FIXTURES, Stack  # noqa: E402
 
 CALLS = 16
-SPIN_SECONDS = 0.050
-
-
-def calibrate() -> int:
-    """spin(n) steps for about SPIN_SECONDS on this machine (as `python -m bench` does)."""
-    sys.path.insert(0, str(FIXTURES))
-    from benchfuncs import spin
-
-    n = 100_000
-    t = time.perf_counter()
-    spin(n)
-    return int(n * SPIN_SECONDS / (time.perf_counter() - t))
 
 
 def main(rounds: int = 6) -> None:
